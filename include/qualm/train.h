@@ -1,0 +1,81 @@
+/*
+ * qualm/train.h — losses, SGD, learning-rate schedules and the training loop
+ * with checkpoints that resume bit-exactly.
+ */
+#ifndef QUALM_TRAIN_H
+#define QUALM_TRAIN_H
+
+#include "qualm/graph.h"
+#include "qualm/data.h"
+#include "qualm/qlmfile.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * Mean cross-entropy over m rows of logits[m][k] with labels y[m]; writes
+ * dlogits = (softmax - onehot) / m if dlogits != NULL. Returns the loss and
+ * the number of correct argmax predictions (ties to the lowest index).
+ */
+double qlm_cross_entropy(int m, int k, const float *logits, const int32_t *y,
+                         float *dlogits, int *correct);
+
+/**
+ * SGD with momentum and L2 weight decay, PyTorch semantics:
+ *   v = momentum * v + (g + wd * w);  w -= lr * v
+ */
+void qlm_sgd_step(int64_t n, float *w, const float *g, float *v, float lr,
+                  float momentum, float wd);
+
+/** Cosine decay from lr0 to 0 over total steps: lr0 (1 + cos(pi t/T)) / 2. */
+float qlm_lr_cosine(float lr0, int64_t step, int64_t total);
+
+typedef struct {
+    const char *model;      /* zoo name */
+    const char *data;       /* "fashion-mnist" */
+    const char *data_dir;   /* NULL: qlm_default_data_dir */
+    const char *profile;    /* "quick" | "full" */
+    int epochs;             /* 0: the profile's (quick 3, full 30) */
+    int batch;              /* 128 */
+    float lr, momentum, weight_decay; /* 0.1, 0.9, 5e-4 */
+    uint64_t seed;
+    int threads;
+    const char *out;        /* .qlm path; a checkpoint is saved each epoch */
+    bool resume;            /* continue from out if it holds training state */
+    bool progress_tty;      /* progress bar (true) or plain lines */
+    bool quiet;
+    int64_t max_train;      /* 0: all; else use only the first N training images (tests) */
+    float head_dropout;
+} qlm_train_config;
+
+qlm_train_config qlm_train_config_default(void);
+
+typedef struct {
+    int epochs_run;
+    double train_loss, train_acc;
+    double val_loss, val_acc;
+    double seconds;
+    double images_per_s;
+} qlm_train_result;
+
+/** Train (or resume) as configured; progress goes to stderr. */
+qlm_status qlm_train_run(const qlm_train_config *cfg, qlm_train_result *res,
+                         qlm_err *err);
+
+/** Evaluation result of a model on a dataset. */
+typedef struct {
+    int64_t n;
+    double accuracy;
+    double nll;
+    double seconds;
+} qlm_eval_result;
+
+/** Evaluate g on ds in eval mode, batch `batch`. */
+qlm_status qlm_evaluate(qlm_graph *g, const qlm_dataset *ds, int batch,
+                        qlm_pool *pool, qlm_eval_result *res, qlm_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUALM_TRAIN_H */
