@@ -36,9 +36,15 @@ void qlm_idx_free(qlm_idx *idx);
 typedef struct qlm_dataset qlm_dataset;
 
 typedef struct {
-    /** Sample i as normalized floats [h][w][c] and its label (-1 if none). */
+    /**
+     * Sample i (0 <= i < n, else QLM_ERR_ARG) as normalized floats
+     * [h][w][c] and its label (-1 if none). x or label may be NULL to skip
+     * that part. Must be safe to call from several threads at once (the
+     * batch loader does).
+     */
     qlm_status (*get)(const qlm_dataset *ds, int64_t i, float *x,
                       int32_t *label);
+    /** Release impl and ds itself (the constructor allocated both). */
     void (*free)(qlm_dataset *ds);
 } qlm_dataset_vt;
 
@@ -48,21 +54,37 @@ struct qlm_dataset {
     int64_t n;
     int h, w, c;
     int n_classes;
+    /**
+     * The normalized value of a black (0) pixel: what random crops pad
+     * with, so padding looks like the images' own background. 0 for data
+     * that has no such notion.
+     */
+    float zero_value;
     void *impl;
 };
 
 /**
  * In-memory dataset of u8 pixels [n][h][w][c] normalized as
- * (pixel/255 - mean) / std. Takes ownership of pixels and labels (malloc'ed).
+ * (pixel/255 - mean) / std, computed in float. Takes ownership of pixels
+ * and labels (malloc'ed; labels may be NULL: every label is then -1): they
+ * are freed by qlm_dataset_free, or by this function when it fails.
+ * Returns NULL on bad arguments (n < 0, h/w/c < 1, n_classes < 0, pixels
+ * NULL with n > 0, mean not finite, std not finite or <= 0, a label outside
+ * [0, n_classes)) or when out of memory.
  */
 qlm_dataset *qlm_dataset_from_u8(const char *name, int64_t n, int h, int w,
                                  int c, int n_classes, uint8_t *pixels,
                                  int32_t *labels, float mean, float std);
 
-/** A view of rows [start, start+count) of base; base must outlive it. */
+/**
+ * A view of rows [start, start+count) of base; base must outlive it.
+ * Sample i of the view is sample start+i of base. NULL when the range does
+ * not lie inside base or out of memory.
+ */
 qlm_dataset *qlm_dataset_slice(const qlm_dataset *base, int64_t start,
                                int64_t count);
 
+/** Calls ds->vt->free(ds); NULL is a no-op. */
 void qlm_dataset_free(qlm_dataset *ds);
 
 /** Fashion-MNIST normalization of protocol.md. */
@@ -78,19 +100,36 @@ typedef enum {
 } qlm_split;
 
 /**
- * Load a named dataset split from data_dir:
+ * Load a named dataset split from data_dir (NULL: qlm_default_data_dir):
  *   "fashion-mnist": {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
- *   "mnist": the digits converted by scripts/setup.sh (same file names;
- *            normalized with the Fashion-MNIST constants, since it is the
- *            OOD set fed to Fashion-MNIST models).
+ *   "mnist": the digits converted by scripts/mnist_to_idx.js (same file
+ *            names; normalized with the Fashion-MNIST constants, since it
+ *            is the OOD set fed to Fashion-MNIST models). Only the t10k
+ *            files are required; other splits give QLM_ERR_ARG without the
+ *            train files.
+ * The plain file is used when both it and the .gz exist. Images must be
+ * n x 28 x 28, labels n values < 10. TRAIN/VAL need more than
+ * QLM_FMNIST_VAL training images. Errors: QLM_ERR_ARG (unknown name or
+ * split), QLM_ERR_IO (missing file), QLM_ERR_FORMAT (bad contents),
+ * QLM_ERR_NOMEM; the message names the file.
  * The returned dataset owns everything (free with qlm_dataset_free).
  */
 qlm_status qlm_dataset_load(const char *name, const char *data_dir,
                             qlm_split split, qlm_dataset **out,
                             qlm_err *err);
 
-/** Default data directory: $QUALM_DATA or "data" next to the binary's cwd. */
-const char *qlm_default_data_dir(const char *name);
+/** A buffer size that holds any path qlm_default_data_dir writes. */
+#define QLM_DATA_PATH_MAX 4096
+
+/**
+ * Default data directory of dataset `name`, written into buf[len]:
+ *   "$QUALM_DATA/<name>"                 when QUALM_DATA is set and not empty;
+ *   "/usr/share/datasets/fashion-mnist"  for "fashion-mnist" otherwise
+ *                                         (Debian dataset-fashion-mnist);
+ *   "data/<name>"                        otherwise (relative to the cwd).
+ * Returns buf, or NULL when an argument is NULL or the path does not fit.
+ */
+const char *qlm_default_data_dir(const char *name, char *buf, size_t len);
 
 /* --------------------------------------------------------------- loader */
 
@@ -106,6 +145,17 @@ qlm_augment qlm_augment_default(void);
  * Fill batch x[b][h][w][c] and y[b] with samples idx[0..b). Augmentation
  * draws from qlm_hash3(seed, idx, ...) so it is independent of threads
  * and batch boundaries. aug may be NULL (no augmentation).
+ *
+ * For sample j = idx[i] (an index of ds itself, also when ds is a view),
+ * with p = crop_pad and hk = qlm_hash3(seed, j, k):
+ *   oy = ((h0 >> 32) * (2p+1)) >> 32, ox = ((h1 >> 32) * (2p+1)) >> 32:
+ *   the window [oy, oy+h) x [ox, ox+w) of the image padded by p pixels of
+ *   ds->zero_value on every side;
+ *   then, when hflip and (h2 >> 63) == 1, the window is mirrored (x -> w-1-x).
+ * y may be NULL. pool may be NULL; the result does not depend on it.
+ * Returns QLM_ERR_ARG for an idx outside [0, n), a NULL x/idx with b > 0,
+ * b < 0 or crop_pad outside [0, max(h, w)] (then nothing is written); or
+ * the first failing get's status (that sample is left as zeros, label -1).
  */
 qlm_status qlm_dataset_batch(const qlm_dataset *ds, const int32_t *idx, int b,
                              const qlm_augment *aug, uint64_t seed, float *x,
