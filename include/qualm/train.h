@@ -47,6 +47,8 @@ typedef struct {
     bool quiet;
     int64_t max_train;      /* 0: all; else use only the first N training images (tests) */
     float head_dropout;
+    int stop_after;         /* >0: return after this many epochs of this run,
+                               as if killed after the checkpoint (tests) */
 } qlm_train_config;
 
 qlm_train_config qlm_train_config_default(void);

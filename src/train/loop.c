@@ -1,0 +1,277 @@
+/*
+ * The training loop: SGD with momentum over shuffled, augmented batches,
+ * cosine schedule, validation and a checkpoint after every epoch.
+ *
+ * Resuming is bit-exact because every random choice is a pure function of
+ * (seed, epoch, step, sample): the shuffle of epoch e comes from a PCG
+ * stream seeded with (seed, e), augmentation from qlm_hash3(seed, e, sample)
+ * and dropout from qlm_hash3(seed, step, ...). A checkpoint holds weights,
+ * batch-norm statistics and momentum, so epoch e+1 starts from exactly the
+ * state an uninterrupted run has there.
+ */
+#include "qualm/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "progress.h"
+#include "qualm/kernels.h"
+#include "qualm/models.h"
+
+enum { RNG_STREAM_INIT = 1, RNG_STREAM_SHUFFLE = 2 };
+
+qlm_train_config qlm_train_config_default(void) {
+    qlm_train_config c;
+    memset(&c, 0, sizeof c);
+    c.model = "resnet8";
+    c.data = "fashion-mnist";
+    c.profile = "quick";
+    c.batch = 128;
+    c.lr = 0.1f;
+    c.momentum = 0.9f;
+    c.weight_decay = 5e-4f;
+    c.threads = 1;
+    return c;
+}
+
+/** Epochs of a named profile (protocol.md), or 0 if the name is unknown. */
+static int profile_epochs(const char *profile) {
+    if (strcmp(profile, "quick") == 0) return 3;
+    if (strcmp(profile, "full") == 0) return 30;
+    return 0;
+}
+
+static qlm_status check_config(const qlm_train_config *c, qlm_err *err) {
+    if (!c->out || !*c->out) return qlm_err_set(err, QLM_ERR_ARG, "train: --out FILE.qlm is required");
+    if (!c->profile || !profile_epochs(c->profile))
+        return qlm_err_set(err, QLM_ERR_ARG, "train: unknown profile '%s' (accepted: quick, full)",
+                           c->profile ? c->profile : "");
+    if (c->epochs < 0 || c->epochs > 100000)
+        return qlm_err_set(err, QLM_ERR_ARG, "train: epochs %d out of range [1, 100000]", c->epochs);
+    if (c->batch < 2 || c->batch > 65536)
+        return qlm_err_set(err, QLM_ERR_ARG, "train: batch %d out of range [2, 65536]", c->batch);
+    if (!(c->lr > 0 && c->lr < 100))
+        return qlm_err_set(err, QLM_ERR_ARG, "train: learning rate %g out of range (0, 100)", c->lr);
+    if (!(c->momentum >= 0 && c->momentum < 1))
+        return qlm_err_set(err, QLM_ERR_ARG, "train: momentum %g out of range [0, 1)", c->momentum);
+    if (!(c->weight_decay >= 0 && c->weight_decay < 1))
+        return qlm_err_set(err, QLM_ERR_ARG, "train: weight decay %g out of range [0, 1)",
+                           c->weight_decay);
+    if (c->threads < 1 || c->threads > 256)
+        return qlm_err_set(err, QLM_ERR_ARG, "train: threads %d out of range [1, 256]", c->threads);
+    if (!(c->head_dropout >= 0 && c->head_dropout < 1))
+        return qlm_err_set(err, QLM_ERR_ARG, "train: head dropout %g out of range [0, 1)",
+                           c->head_dropout);
+    return QLM_OK;
+}
+
+/** Everything one training run owns; released by run_free. */
+typedef struct {
+    qlm_dataset *train_all, *train, *val;
+    qlm_graph *g;
+    qlm_train_state ts;
+    qlm_pool *pool;
+    qlm_exec *exec;
+    float *grads;
+    int32_t *order, *batch_idx, *labels;
+} train_run;
+
+static void run_free(train_run *r) {
+    qlm_dataset_free(r->train);
+    qlm_dataset_free(r->val);
+    qlm_dataset_free(r->train_all);
+    qlm_graph_free(r->g);
+    free(r->ts.moment);
+    qlm_exec_free(r->exec);
+    qlm_pool_free(r->pool);
+    free(r->grads);
+    free(r->order);
+    free(r->batch_idx);
+    free(r->labels);
+}
+
+static qlm_status load_data(const qlm_train_config *c, train_run *r, qlm_err *err) {
+    char dirbuf[QLM_DATA_PATH_MAX];
+    const char *dir = c->data_dir ? c->data_dir : qlm_default_data_dir(c->data, dirbuf, sizeof dirbuf);
+    qlm_status st = qlm_dataset_load(c->data, dir, QLM_SPLIT_TRAIN_ALL, &r->train_all, err);
+    if (st != QLM_OK) return st;
+    int64_t n_val = QLM_FMNIST_VAL;
+    if (r->train_all->n <= n_val + 1)
+        return qlm_err_set(err, QLM_ERR_FORMAT, "%s: only %lld training images", dir,
+                           (long long)r->train_all->n);
+    int64_t n_train = r->train_all->n - n_val;
+    if (c->max_train > 0 && c->max_train < n_train) n_train = c->max_train;
+    r->train = qlm_dataset_slice(r->train_all, 0, n_train);
+    r->val = qlm_dataset_slice(r->train_all, r->train_all->n - n_val, n_val);
+    if (!r->train || !r->val) return qlm_err_set(err, QLM_ERR_NOMEM, "train: out of memory");
+    return QLM_OK;
+}
+
+/* Fresh model and training state, or the checkpoint's when resuming. */
+static qlm_status init_model(const qlm_train_config *c, int epochs, train_run *r, qlm_err *err) {
+    if (c->resume && access(c->out, F_OK) == 0) {
+        qlm_status st = qlm_file_load(c->out, &r->g, &r->ts, err);
+        if (st != QLM_OK) return st;
+        const qlm_train_state *t = &r->ts;
+        if (!t->present)
+            return qlm_err_set(err, QLM_ERR_ARG, "%s: holds no training state to resume", c->out);
+        if (strcmp(r->g->arch, c->model) != 0)
+            return qlm_err_set(err, QLM_ERR_ARG, "%s: is a %s, not a %s", c->out, r->g->arch, c->model);
+        if (t->seed != c->seed || t->batch != c->batch || t->total_epochs != epochs)
+            return qlm_err_set(err, QLM_ERR_ARG,
+                               "%s: was started with seed %llu, batch %d, %d epochs; resume with the same",
+                               c->out, (unsigned long long)t->seed, t->batch, t->total_epochs);
+        if (t->n_moment != r->g->n_params)
+            return qlm_err_set(err, QLM_ERR_FORMAT, "%s: momentum buffer size %lld != %lld params",
+                               c->out, (long long)t->n_moment, (long long)r->g->n_params);
+        return QLM_OK;
+    }
+    qlm_model_opts opts = qlm_model_opts_default();
+    opts.head_dropout = c->head_dropout;
+    const qlm_dataset *d = r->train;
+    qlm_status st = qlm_model_build(c->model, d->h, d->w, d->c, d->n_classes, &opts, &r->g, err);
+    if (st != QLM_OK) return st;
+    qlm_rng rng;
+    qlm_rng_seed(&rng, c->seed, RNG_STREAM_INIT);
+    qlm_graph_init_params(r->g, &rng);
+    memset(&r->ts, 0, sizeof r->ts);
+    r->ts.present = 1;
+    r->ts.total_epochs = epochs;
+    r->ts.seed = c->seed;
+    r->ts.batch = c->batch;
+    r->ts.lr = c->lr;
+    r->ts.momentum = c->momentum;
+    r->ts.weight_decay = c->weight_decay;
+    snprintf(r->ts.profile, sizeof r->ts.profile, "%s", c->profile);
+    r->ts.n_moment = r->g->n_params;
+    r->ts.moment = calloc((size_t)r->g->n_params, sizeof(float));
+    if (!r->ts.moment) return qlm_err_set(err, QLM_ERR_NOMEM, "train: out of memory");
+    return QLM_OK;
+}
+
+static qlm_status alloc_buffers(const qlm_train_config *c, train_run *r, qlm_err *err) {
+    r->pool = qlm_pool_create(c->threads);
+    if (!r->pool) return qlm_err_set(err, QLM_ERR_NOMEM, "train: cannot start %d threads", c->threads);
+    qlm_kernels_set_blas_threads(c->threads);
+    r->exec = qlm_exec_new(r->g, c->batch, QLM_MODE_TRAIN, r->pool, err);
+    if (!r->exec) return err && err->status ? err->status : QLM_ERR_NOMEM;
+    r->grads = calloc((size_t)r->g->n_params, sizeof(float));
+    r->order = malloc(sizeof(int32_t) * (size_t)r->train->n);
+    r->batch_idx = malloc(sizeof(int32_t) * (size_t)c->batch);
+    r->labels = malloc(sizeof(int32_t) * (size_t)c->batch);
+    if (!r->grads || !r->order || !r->batch_idx || !r->labels)
+        return qlm_err_set(err, QLM_ERR_NOMEM, "train: out of memory");
+    return QLM_OK;
+}
+
+/* Steps of one epoch; a last batch of one sample is dropped (batch norm). */
+static int64_t steps_per_epoch(int64_t n, int batch) {
+    int64_t s = n / batch;
+    if (n % batch > 1) s++;
+    return s;
+}
+
+typedef struct {
+    double loss_sum;
+    int64_t correct, seen;
+} epoch_stats;
+
+static qlm_status train_step(const qlm_train_config *c, train_run *r, int epoch, int64_t i,
+                             int64_t total_steps, epoch_stats *es, qlm_err *err) {
+    int64_t start = i * c->batch;
+    int b = (int)(r->train->n - start < c->batch ? r->train->n - start : c->batch);
+    memcpy(r->batch_idx, r->order + start, sizeof(int32_t) * (size_t)b);
+    uint64_t aug_seed = qlm_hash3(c->seed, (uint64_t)epoch, 0x617567);
+    qlm_augment aug = qlm_augment_default();
+    qlm_status st = qlm_dataset_batch(r->train, r->batch_idx, b, &aug, aug_seed,
+                                      qlm_exec_input(r->exec), r->labels, r->pool);
+    if (st != QLM_OK) return qlm_err_set(err, st, "%s: cannot read a training batch", r->train->name);
+    uint64_t step_seed = qlm_hash3(c->seed, (uint64_t)r->ts.step, 0x64726f70);
+    st = qlm_forward(r->g, r->exec, b, QLM_MODE_TRAIN, step_seed, false);
+    if (st != QLM_OK) return qlm_err_set(err, st, "train: forward failed");
+    int out = qlm_graph_output(r->g);
+    int k = (int)qlm_node_numel(&r->g->nodes[out]);
+    int right = 0;
+    double loss = qlm_cross_entropy(b, k, qlm_exec_value(r->exec, out), r->labels,
+                                    qlm_exec_grad(r->exec, out), &right);
+    if (!isfinite(loss))
+        return qlm_err_set(err, QLM_ERR_NUMERIC,
+                           "train: loss is %g at epoch %d step %lld: training diverged (lower --lr?)",
+                           loss, epoch + 1, (long long)i + 1);
+    st = qlm_backward(r->g, r->exec, b, r->grads);
+    if (st != QLM_OK) return qlm_err_set(err, st, "train: backward failed");
+    float lr = qlm_lr_cosine(c->lr, r->ts.step, total_steps);
+    qlm_sgd_step(r->g->n_params, r->g->params, r->grads, r->ts.moment, lr, c->momentum,
+                 c->weight_decay);
+    r->ts.step++;
+    es->loss_sum += loss * b;
+    es->correct += right;
+    es->seen += b;
+    return QLM_OK;
+}
+
+qlm_status qlm_train_run(const qlm_train_config *c, qlm_train_result *res, qlm_err *err) {
+    qlm_status st = check_config(c, err);
+    if (st != QLM_OK) return st;
+    int epochs = c->epochs ? c->epochs : profile_epochs(c->profile);
+    train_run r;
+    memset(&r, 0, sizeof r);
+    memset(res, 0, sizeof *res);
+    if ((st = load_data(c, &r, err)) != QLM_OK || (st = init_model(c, epochs, &r, err)) != QLM_OK ||
+        (st = alloc_buffers(c, &r, err)) != QLM_OK) {
+        run_free(&r);
+        return st;
+    }
+    int64_t spe = steps_per_epoch(r.train->n, c->batch);
+    int64_t total_steps = spe * epochs;
+    qlm_progress prog;
+    qlm_progress_init(&prog, stderr, c->progress_tty, c->quiet, r.ts.step);
+    if (r.ts.epoch > 0)
+        qlm_progress_line(&prog, "resuming %s at epoch %d/%d (step %lld)", c->out, r.ts.epoch + 1,
+                          epochs, (long long)r.ts.step);
+    double t_train = 0;
+    int64_t images = 0;
+    int last = epochs;
+    if (c->stop_after > 0 && r.ts.epoch + c->stop_after < epochs) last = r.ts.epoch + c->stop_after;
+    for (int epoch = r.ts.epoch; st == QLM_OK && epoch < last; epoch++) {
+        for (int64_t i = 0; i < r.train->n; i++) r.order[i] = (int32_t)i;
+        qlm_rng shuffle;
+        qlm_rng_seed(&shuffle, c->seed, RNG_STREAM_SHUFFLE + 2 * (uint64_t)epoch);
+        qlm_rng_shuffle(&shuffle, r.order, r.train->n);
+        epoch_stats es = {0, 0, 0};
+        double t0 = qlm_now();
+        for (int64_t i = 0; st == QLM_OK && i < spe; i++) {
+            st = train_step(c, &r, epoch, i, total_steps, &es, err);
+            double el = t_train + qlm_now() - t0;
+            qlm_progress_step(&prog, epoch + 1, epochs, i + 1, spe, r.ts.step, total_steps,
+                              es.loss_sum / (double)es.seen, (double)es.correct / (double)es.seen,
+                              (double)(images + es.seen) / (el > 0 ? el : 1e-9));
+        }
+        if (st != QLM_OK) break;
+        double t_epoch = qlm_now() - t0;
+        t_train += t_epoch;
+        images += es.seen;
+        qlm_eval_result val;
+        st = qlm_evaluate(r.g, r.val, 256, r.pool, &val, err);
+        if (st != QLM_OK) break;
+        r.ts.epoch = epoch + 1;
+        r.ts.threads = c->threads;
+        r.ts.rng = shuffle;
+        st = qlm_file_save(c->out, r.g, &r.ts, err);
+        res->train_loss = es.loss_sum / (double)es.seen;
+        res->train_acc = (double)es.correct / (double)es.seen;
+        res->val_loss = val.nll;
+        res->val_acc = val.accuracy;
+        res->epochs_run++;
+        qlm_progress_line(&prog, "epoch %d/%d train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | %.0f img/s | saved %s",
+                          epoch + 1, epochs, res->train_loss, 100 * res->train_acc, val.nll,
+                          100 * val.accuracy, (double)es.seen / t_epoch, c->out);
+    }
+    res->seconds = t_train;
+    res->images_per_s = t_train > 0 ? (double)images / t_train : 0;
+    run_free(&r);
+    return st;
+}

@@ -1,0 +1,76 @@
+/* qualm eval: accuracy and NLL of a .qlm model on a dataset split. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "qualm/kernels.h"
+#include "qualm/train.h"
+
+static qlm_split split_from_name(const char *s) {
+    if (strcmp(s, "val") == 0) return QLM_SPLIT_VAL;
+    if (strcmp(s, "train") == 0) return QLM_SPLIT_TRAIN;
+    return QLM_SPLIT_TEST;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *data = "fashion-mnist", *data_dir = NULL, *split = "test";
+    bool json = false;
+    qlm_cpu_info cpu;
+    qlm_cpu_detect(&cpu);
+    int threads = cpu.logical_cores, batch = 256;
+    const cli_opt opts[] = {
+        {"data", OPT_STR, &data, "NAME", "dataset", "fashion-mnist|mnist", 0, 0},
+        {"data-dir", OPT_STR, &data_dir, "DIR", "dataset folder (default: $QUALM_DATA/<name> or the Debian package's)", NULL, 0, 0},
+        {"split", OPT_STR, &split, "NAME", "split to evaluate", "test|val|train", 0, 0},
+        {"batch", OPT_INT, &batch, "N", "batch size", NULL, 1, 65536},
+        {"threads", OPT_INT, &threads, "T", "threads", NULL, 1, 256},
+        {"json", OPT_FLAG, &json, "", "print the result as JSON on stdout", NULL, 0, 0},
+    };
+    const cli_command cmd = {"eval", "FILE.qlm [options]",
+                             "Evaluate a model on a dataset split: accuracy and negative log-likelihood.",
+                             opts, (int)(sizeof opts / sizeof *opts), "FILE.qlm"};
+    const char *path = NULL;
+    int rc = cli_parse(&cmd, argc, argv, &path);
+    if (rc >= 0) return rc;
+    if (!path) {
+        fprintf(stderr, "qualm eval: a model file is required (see qualm eval --help)\n");
+        return EXIT_USAGE;
+    }
+    qlm_err err;
+    qlm_err_clear(&err);
+    qlm_graph *g = NULL;
+    if (qlm_file_load(path, &g, NULL, &err) != QLM_OK) return cli_fail("eval", &err);
+    char dirbuf[QLM_DATA_PATH_MAX];
+    if (!data_dir) data_dir = qlm_default_data_dir(data, dirbuf, sizeof dirbuf);
+    qlm_dataset *ds = NULL;
+    qlm_pool *pool = qlm_pool_create(threads);
+    qlm_kernels_set_blas_threads(threads);
+    qlm_eval_result res;
+    qlm_status st = pool ? QLM_OK : qlm_err_set(&err, QLM_ERR_NOMEM, "cannot start %d threads", threads);
+    if (st == QLM_OK) st = qlm_dataset_load(data, data_dir, split_from_name(split), &ds, &err);
+    if (st == QLM_OK) st = qlm_evaluate(g, ds, batch, pool, &res, &err);
+    qlm_dataset_free(ds);
+    qlm_pool_free(pool);
+    if (st != QLM_OK) {
+        qlm_graph_free(g);
+        return cli_fail("eval", &err);
+    }
+    if (json) {
+        printf("{\"model\": ");
+        json_str(stdout, path);
+        printf(", \"arch\": ");
+        json_str(stdout, g->arch);
+        printf(", \"data\": ");
+        json_str(stdout, data);
+        printf(", \"split\": ");
+        json_str(stdout, split);
+        printf(", \"n\": %lld, \"accuracy\": %.6f, \"nll\": %.6f, \"seconds\": %.3f}\n",
+               (long long)res.n, res.accuracy, res.nll, res.seconds);
+    } else {
+        printf("%s (%s) on %s/%s: n %lld, accuracy %.2f%%, NLL %.4f (%.1f s)\n", path, g->arch,
+               data, split, (long long)res.n, 100 * res.accuracy, res.nll, res.seconds);
+    }
+    qlm_graph_free(g);
+    return EXIT_OK;
+}

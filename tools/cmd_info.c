@@ -1,0 +1,96 @@
+/* qualm info: layers, parameter count, MACs and file size of a model. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "qualm/models.h"
+#include "qualm/qlmfile.h"
+
+static void print_table(const qlm_graph *g) {
+    printf("%-4s %-34s %-15s %-8s %-15s %10s\n", "id", "name", "op", "inputs", "output (HxWxC)", "params");
+    for (int i = 0; i < g->n_nodes; i++) {
+        const qlm_node *n = &g->nodes[i];
+        char ins[16] = "-", shape[32];
+        if (n->n_in == 1) snprintf(ins, sizeof ins, "%d", n->in[0]);
+        if (n->n_in == 2) snprintf(ins, sizeof ins, "%d,%d", n->in[0], n->in[1]);
+        snprintf(shape, sizeof shape, "%dx%dx%d", n->h, n->w, n->c);
+        printf("%-4d %-34s %-15s %-8s %-15s %10lld\n", i, n->name, qlm_op_name(n->kind), ins, shape,
+               (long long)n->n_param);
+    }
+}
+
+static void print_json(const qlm_graph *g, const char *file, long long file_bytes) {
+    const qlm_node *in = &g->nodes[0], *out = &g->nodes[qlm_graph_output(g)];
+    printf("{\"arch\": ");
+    json_str(stdout, g->arch);
+    if (file) {
+        printf(", \"file\": ");
+        json_str(stdout, file);
+        printf(", \"file_bytes\": %lld", file_bytes);
+    }
+    printf(", \"params\": %lld, \"macs\": %lld, \"nodes\": %d, \"input\": [%d, %d, %d], \"outputs\": %lld,"
+           " \"layers\": [",
+           (long long)qlm_graph_param_count(g), (long long)qlm_graph_macs(g), g->n_nodes, in->h, in->w,
+           in->c, (long long)qlm_node_numel(out));
+    for (int i = 0; i < g->n_nodes; i++) {
+        const qlm_node *n = &g->nodes[i];
+        printf("%s{\"name\": ", i ? ", " : "");
+        json_str(stdout, n->name);
+        printf(", \"op\": \"%s\", \"shape\": [%d, %d, %d], \"params\": %lld}", qlm_op_name(n->kind), n->h,
+               n->w, n->c, (long long)n->n_param);
+    }
+    printf("]}\n");
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *model = NULL;
+    int h = 28, w = 28, c = 1, classes = 10;
+    bool json = false, layers = false;
+    const cli_opt opts[] = {
+        {"model", OPT_STR, &model, "NAME", "describe a zoo model instead of a file",
+         "resnet8|resnet20|resnet32|mobilenet_v1|mobilenet_v1_100|mobilenet_v1_050|mobilenet_v1_025|duq_cnn", 0, 0},
+        {"height", OPT_INT, &h, "H", "input height for --model", NULL, 1, 4096},
+        {"width", OPT_INT, &w, "W", "input width for --model", NULL, 1, 4096},
+        {"channels", OPT_INT, &c, "C", "input channels for --model", NULL, 1, 4096},
+        {"classes", OPT_INT, &classes, "K", "classes for --model", NULL, 1, 100000},
+        {"layers", OPT_FLAG, &layers, "", "list every node", NULL, 0, 0},
+        {"json", OPT_FLAG, &json, "", "print JSON on stdout (includes the layers)", NULL, 0, 0},
+    };
+    const cli_command cmd = {"info", "FILE.qlm | --model NAME [options]",
+                             "Describe a model: architecture, parameters, multiply-accumulates per sample,\n"
+                             "file size and (with --layers) every node.",
+                             opts, (int)(sizeof opts / sizeof *opts), "FILE.qlm"};
+    const char *path = NULL;
+    int rc = cli_parse(&cmd, argc, argv, &path);
+    if (rc >= 0) return rc;
+    if (!path == !model) {
+        fprintf(stderr, "qualm info: give either a model file or --model NAME (see qualm info --help)\n");
+        return EXIT_USAGE;
+    }
+    qlm_err err;
+    qlm_err_clear(&err);
+    qlm_graph *g = NULL;
+    long long bytes = -1;
+    if (path) {
+        if (qlm_file_load(path, &g, NULL, &err) != QLM_OK) return cli_fail("info", &err);
+        struct stat st;
+        if (stat(path, &st) == 0) bytes = (long long)st.st_size;
+    } else {
+        qlm_model_opts mo = qlm_model_opts_default();
+        if (qlm_model_build(model, h, w, c, classes, &mo, &g, &err) != QLM_OK) return cli_fail("info", &err);
+    }
+    if (json) {
+        print_json(g, path, bytes);
+    } else {
+        const qlm_node *in = &g->nodes[0];
+        printf("arch     %s\ninput    %dx%dx%d (HxWxC)\noutputs  %lld\nnodes    %d\nparams   %lld\nmacs     %lld\n",
+               g->arch, in->h, in->w, in->c, (long long)qlm_node_numel(&g->nodes[qlm_graph_output(g)]),
+               g->n_nodes, (long long)qlm_graph_param_count(g), (long long)qlm_graph_macs(g));
+        if (path) printf("file     %s (%lld bytes)\n", path, bytes);
+        if (layers) print_table(g);
+    }
+    qlm_graph_free(g);
+    return EXIT_OK;
+}

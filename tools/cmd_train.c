@@ -1,0 +1,73 @@
+/* qualm train: fp32 training of a zoo model with the protocol's defaults. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "qualm/train.h"
+
+int cmd_train(int argc, char **argv) {
+    qlm_train_config c = qlm_train_config_default();
+    qlm_cpu_info cpu;
+    qlm_cpu_detect(&cpu);
+    c.threads = cpu.logical_cores;
+    bool json = false;
+    int max_train = 0;
+    const cli_opt opts[] = {
+        {"model", OPT_STR, &c.model, "NAME", "zoo model",
+         "resnet8|resnet20|resnet32|mobilenet_v1|mobilenet_v1_100|mobilenet_v1_050|mobilenet_v1_025|duq_cnn", 0, 0},
+        {"data", OPT_STR, &c.data, "NAME", "dataset", "fashion-mnist", 0, 0},
+        {"data-dir", OPT_STR, &c.data_dir, "DIR", "dataset folder (default: $QUALM_DATA/<name> or the Debian package's)", NULL, 0, 0},
+        {"profile", OPT_STR, &c.profile, "NAME", "training profile: quick = 3 epochs, full = 30", "quick|full", 0, 0},
+        {"epochs", OPT_INT, &c.epochs, "N", "epochs (0 = the profile's)", NULL, 0, 100000},
+        {"batch", OPT_INT, &c.batch, "N", "batch size", NULL, 2, 65536},
+        {"lr", OPT_FLOAT, &c.lr, "X", "initial learning rate (cosine decay to 0)", NULL, 1e-9, 99},
+        {"momentum", OPT_FLOAT, &c.momentum, "X", "SGD momentum", NULL, 0, 0.999999},
+        {"weight-decay", OPT_FLOAT, &c.weight_decay, "X", "L2 weight decay", NULL, 0, 0.999999},
+        {"head-dropout", OPT_FLOAT, &c.head_dropout, "P", "dropout before the last linear layer", NULL, 0, 0.99},
+        {"seed", OPT_U64, &c.seed, "S", "random seed (init, shuffle, augmentation, dropout)", NULL, 0, 9.2e18},
+        {"threads", OPT_INT, &c.threads, "T", "threads", NULL, 1, 256},
+        {"out", OPT_STR, &c.out, "FILE.qlm", "output model; rewritten atomically after every epoch", NULL, 0, 0},
+        {"resume", OPT_FLAG, &c.resume, "", "continue from --out if it holds a checkpoint", NULL, 0, 0},
+        {"max-train", OPT_INT, &max_train, "N", "use only the first N training images (0 = all; for tests)", NULL, 0, 1e9},
+        {"stop-after", OPT_INT, &c.stop_after, "N", "stop after N epochs of this run, as if killed (for tests)", NULL, 0, 100000},
+        {"quiet", OPT_FLAG, &c.quiet, "", "no progress output", NULL, 0, 0},
+        {"json", OPT_FLAG, &json, "", "print the result as JSON on stdout", NULL, 0, 0},
+    };
+    const cli_command cmd = {
+        "train", "--model NAME --out FILE.qlm [options]",
+        "Train a zoo model in fp32 with SGD (momentum 0.9, weight decay 5e-4, batch 128,\n"
+        "lr 0.1 cosine to 0), random-crop (pad 2) and flip augmentation, the last 5000\n"
+        "training images held out for validation. A checkpoint is written after every\n"
+        "epoch; --resume continues a killed run and ends with the same weights.",
+        opts, (int)(sizeof opts / sizeof *opts), NULL};
+    int rc = cli_parse(&cmd, argc, argv, NULL);
+    if (rc >= 0) return rc;
+    if (!c.out) {
+        fprintf(stderr, "qualm train: --out FILE.qlm is required (see qualm train --help)\n");
+        return EXIT_USAGE;
+    }
+    c.max_train = max_train;
+    c.progress_tty = cli_stderr_tty();
+    qlm_train_result res;
+    qlm_err err;
+    qlm_err_clear(&err);
+    if (qlm_train_run(&c, &res, &err) != QLM_OK) return cli_fail("train", &err);
+    if (json) {
+        printf("{\"model\": ");
+        json_str(stdout, c.model);
+        printf(", \"out\": ");
+        json_str(stdout, c.out);
+        printf(", \"epochs_run\": %d, \"train_loss\": %.6f, \"train_accuracy\": %.6f, "
+               "\"val_nll\": %.6f, \"val_accuracy\": %.6f, \"seconds\": %.3f, "
+               "\"images_per_s\": %.1f, \"threads\": %d, \"seed\": %llu}\n",
+               res.epochs_run, res.train_loss, res.train_acc, res.val_loss, res.val_acc, res.seconds,
+               res.images_per_s, c.threads, (unsigned long long)c.seed);
+    } else if (res.epochs_run == 0) {
+        printf("%s: training already complete; nothing to do\n", c.out);
+    } else {
+        printf("trained %s: val accuracy %.2f%%, val NLL %.4f, %.0f images/s, saved %s\n", c.model,
+               100 * res.val_acc, res.val_loss, res.images_per_s, c.out);
+    }
+    return EXIT_OK;
+}

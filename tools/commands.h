@@ -1,0 +1,9 @@
+/* The qualm subcommands: each takes argc/argv with argv[0] = its name. */
+#ifndef QLM_TOOLS_COMMANDS_H
+#define QLM_TOOLS_COMMANDS_H
+
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+#endif

@@ -1,0 +1,49 @@
+/* qualm: the command-line tool. Dispatches to one subcommand per file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *about;
+} subcommand;
+
+static const subcommand subcommands[] = {
+    {"train", cmd_train, "train a zoo model on a dataset (fp32), with checkpoints and --resume"},
+    {"eval", cmd_eval, "evaluate a .qlm model on a dataset split (accuracy, NLL)"},
+    {"info", cmd_info, "describe a .qlm file or a zoo model (layers, params, MACs)"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: qualm <command> [options]\n\n"
+                 "qualm trains, quantizes and evaluates neural networks for edge devices\n"
+                 "and measures how their uncertainty changes.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof subcommands / sizeof *subcommands; i++)
+        fprintf(out, "  %-10s %s\n", subcommands[i].name, subcommands[i].about);
+    fprintf(out, "  %-10s %s\n", "version", "print the version and build");
+    fprintf(out, "\nRun 'qualm <command> --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(name, "version") == 0 || strcmp(name, "--version") == 0) {
+        printf("qualm %s (%s)\n", QLM_VERSION, QLM_GIT_COMMIT);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof subcommands / sizeof *subcommands; i++)
+        if (strcmp(name, subcommands[i].name) == 0) return subcommands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "qualm: unknown command '%s' (accepted: train, eval, info, version; see qualm --help)\n",
+            name);
+    return EXIT_USAGE;
+}
