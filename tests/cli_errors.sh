@@ -38,7 +38,7 @@ expect 1 "$tmp/missing.qlm" -- "$QUALM" info "$tmp/missing.qlm"
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "${QUALM_DATA:-}" ]; then
   echo "$pass passed, $fail failed (Fashion-MNIST missing: file tests skipped)"; [ "$fail" -eq 0 ]; exit
 fi
-"$QUALM" train --model resnet8 --epochs 1 --batch 64 --max-train 128 --threads 2 --quiet --out "$tmp/m.qlm" \
+"$QUALM" train --model resnet8 --epochs 1 --batch 64 --max-train 128 --max-val 200 --threads 2 --quiet --out "$tmp/m.qlm" \
   || { echo "FAIL: could not train a small model"; exit 1; }
 "$QUALM" info "$tmp/m.qlm" >/dev/null && ok || bad "info on a good file"
 size=$(stat -c %s "$tmp/m.qlm")

@@ -9,7 +9,7 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z
   echo "SKIP: Fashion-MNIST not installed"; exit 0
 fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-common=(--model resnet8 --data fashion-mnist --epochs 3 --batch 64 --max-train 640 --seed 7 --threads 2 --quiet)
+common=(--model resnet8 --data fashion-mnist --epochs 3 --batch 64 --max-train 640 --max-val 500 --seed 7 --threads 2 --quiet)
 
 "$QUALM" train "${common[@]}" --out "$tmp/full.qlm"
 

@@ -12,7 +12,7 @@ int cmd_train(int argc, char **argv) {
     qlm_cpu_detect(&cpu);
     c.threads = cpu.logical_cores;
     bool json = false;
-    int max_train = 0;
+    int max_train = 0, max_val = 0;
     const cli_opt opts[] = {
         {"model", OPT_STR, &c.model, "NAME", "zoo model",
          "resnet8|resnet20|resnet32|mobilenet_v1|mobilenet_v1_100|mobilenet_v1_050|mobilenet_v1_025|duq_cnn", 0, 0},
@@ -30,6 +30,7 @@ int cmd_train(int argc, char **argv) {
         {"out", OPT_STR, &c.out, "FILE.qlm", "output model; rewritten atomically after every epoch", NULL, 0, 0},
         {"resume", OPT_FLAG, &c.resume, "", "continue from --out if it holds a checkpoint", NULL, 0, 0},
         {"max-train", OPT_INT, &max_train, "N", "use only the first N training images (0 = all; for tests)", NULL, 0, 1e9},
+        {"max-val", OPT_INT, &max_val, "N", "validate on the first N of the 5000 validation images (0 = all; for tests)", NULL, 0, 5000},
         {"stop-after", OPT_INT, &c.stop_after, "N", "stop after N epochs of this run, as if killed (for tests)", NULL, 0, 100000},
         {"quiet", OPT_FLAG, &c.quiet, "", "no progress output", NULL, 0, 0},
         {"json", OPT_FLAG, &json, "", "print the result as JSON on stdout", NULL, 0, 0},
@@ -48,6 +49,7 @@ int cmd_train(int argc, char **argv) {
         return EXIT_USAGE;
     }
     c.max_train = max_train;
+    c.max_val = max_val;
     c.progress_tty = cli_stderr_tty();
     qlm_train_result res;
     qlm_err err;

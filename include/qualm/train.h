@@ -46,6 +46,7 @@ typedef struct {
     bool progress_tty;      /* progress bar (true) or plain lines */
     bool quiet;
     int64_t max_train;      /* 0: all; else use only the first N training images (tests) */
+    int64_t max_val;        /* 0: all 5000; else validate on the first N of them (tests) */
     float head_dropout;
     int stop_after;         /* >0: return after this many epochs of this run,
                                as if killed after the checkpoint (tests) */

@@ -261,7 +261,7 @@ qlm_status qlm_dataset_load(const char *name, const char *data_dir,
                            "%s: only the test split is available in %s "
                            "(no train-{images-idx3,labels-idx1}-ubyte[.gz])",
                            name, dir);
-    qlm_idx im, lb;
+    qlm_idx im = {0}, lb = {0};
     char ipath[PAIR_PATH_MAX];
     st = read_pair(dir, test ? "t10k" : "train", spec, &im, &lb, ipath, err);
     if (st)

@@ -105,7 +105,8 @@ static qlm_status load_data(const qlm_train_config *c, train_run *r, qlm_err *er
     int64_t n_train = r->train_all->n - n_val;
     if (c->max_train > 0 && c->max_train < n_train) n_train = c->max_train;
     r->train = qlm_dataset_slice(r->train_all, 0, n_train);
-    r->val = qlm_dataset_slice(r->train_all, r->train_all->n - n_val, n_val);
+    int64_t val_used = c->max_val > 0 && c->max_val < n_val ? c->max_val : n_val;
+    r->val = qlm_dataset_slice(r->train_all, r->train_all->n - n_val, val_used);
     if (!r->train || !r->val) return qlm_err_set(err, QLM_ERR_NOMEM, "train: out of memory");
     return QLM_OK;
 }
