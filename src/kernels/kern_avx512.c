@@ -1,0 +1,145 @@
+/*
+ * src/kernels/kern_avx512.c — AVX-512F inner kernels (x86-64 only).
+ * Tails use masked loads/stores instead of scalar loops, which matters for
+ * the small channel counts (16, 32, 48...) of the models here.
+ */
+#include <string.h>
+
+#include "kernels/kern_internal.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define KB_ATTR __attribute__((target("avx512f,avx2,fma")))
+#define KB_TABLE qlm__kops_avx512
+
+KB_ATTR static inline __mmask16 kb_mask16(int64_t rem) {
+    return (__mmask16)((1u << rem) - 1u);
+}
+
+KB_ATTR static inline void kb_macc(int64_t n, const float *a, const float *b,
+                                   float *acc) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(acc + i);
+        v = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), v);
+        _mm512_storeu_ps(acc + i, v);
+    }
+    if (i < n) {
+        const __mmask16 m = kb_mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, acc + i);
+        v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i),
+                            _mm512_maskz_loadu_ps(m, b + i), v);
+        _mm512_mask_storeu_ps(acc + i, m, v);
+    }
+}
+
+KB_ATTR static inline void kb_add(int64_t n, const float *a, float *acc) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i),
+                                                _mm512_loadu_ps(a + i)));
+    if (i < n) {
+        const __mmask16 m = kb_mask16(n - i);
+        _mm512_mask_storeu_ps(acc + i, m,
+                              _mm512_add_ps(_mm512_maskz_loadu_ps(m, acc + i),
+                                            _mm512_maskz_loadu_ps(m, a + i)));
+    }
+}
+
+KB_ATTR static inline void kb_affine(int n, const float *x, const float *mu,
+                                     const float *sc, const float *sh,
+                                     float *y) {
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = kb_mask16(n - i < 16 ? n - i : 16);
+        const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i),
+                                       _mm512_maskz_loadu_ps(m, mu + i));
+        const __m512 sc_v = _mm512_maskz_loadu_ps(m, sc + i);
+        const __m512 sh_v = _mm512_maskz_loadu_ps(m, sh + i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(d, sc_v, sh_v));
+    }
+}
+
+/* Eight floats (masked) widened to doubles. */
+KB_ATTR static inline __m512d kb_ld8(__mmask8 m, const float *p) {
+    return _mm512_cvtps_pd(
+        _mm512_castps512_ps256(_mm512_maskz_loadu_ps((__mmask16)m, p)));
+}
+
+KB_ATTR static inline void kb_stats(int n, const float *x, const float *k,
+                                    double *s1, double *s2) {
+    for (int i = 0; i < n; i += 8) {
+        const int rem = n - i < 8 ? n - i : 8;
+        const __mmask8 m = (__mmask8)((1u << rem) - 1u);
+        const __m512d d = _mm512_sub_pd(kb_ld8(m, x + i), kb_ld8(m, k + i));
+        _mm512_mask_storeu_pd(
+            s1 + i, m, _mm512_add_pd(_mm512_maskz_loadu_pd(m, s1 + i), d));
+        _mm512_mask_storeu_pd(
+            s2 + i, m, _mm512_fmadd_pd(d, d, _mm512_maskz_loadu_pd(m, s2 + i)));
+    }
+}
+
+KB_ATTR static inline void kb_bwd_stats(int n, const float *x,
+                                        const float *dy, const float *mu,
+                                        double *sdy, double *sdyx) {
+    for (int i = 0; i < n; i += 8) {
+        const int rem = n - i < 8 ? n - i : 8;
+        const __mmask8 m = (__mmask8)((1u << rem) - 1u);
+        const __m512d g = kb_ld8(m, dy + i);
+        const __m512d d = _mm512_sub_pd(kb_ld8(m, x + i), kb_ld8(m, mu + i));
+        _mm512_mask_storeu_pd(
+            sdy + i, m, _mm512_add_pd(_mm512_maskz_loadu_pd(m, sdy + i), g));
+        _mm512_mask_storeu_pd(
+            sdyx + i, m,
+            _mm512_fmadd_pd(g, d, _mm512_maskz_loadu_pd(m, sdyx + i)));
+    }
+}
+
+KB_ATTR static inline void kb_bwd_dx(int n, const float *x, const float *dy,
+                                     const float *mu, const float *a,
+                                     const float *b, const float *cc,
+                                     float *dx) {
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = kb_mask16(n - i < 16 ? n - i : 16);
+        __m512 t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i),
+                                   _mm512_maskz_loadu_ps(m, dy + i),
+                                   _mm512_maskz_loadu_ps(m, b + i));
+        t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, cc + i),
+                            _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i),
+                                          _mm512_maskz_loadu_ps(m, mu + i)),
+                            t);
+        _mm512_mask_storeu_ps(
+            dx + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), t));
+    }
+}
+
+#define KB_VW 16
+typedef __m512 kb_v;
+
+KB_ATTR static inline kb_v kb_vzero(void) { return _mm512_setzero_ps(); }
+
+KB_ATTR static inline kb_v kb_vld(const float *p, int n) {
+    return n == KB_VW ? _mm512_loadu_ps(p)
+                      : _mm512_maskz_loadu_ps(kb_mask16(n), p);
+}
+
+KB_ATTR static inline void kb_vst(float *p, kb_v a, int n) {
+    if (n == KB_VW)
+        _mm512_storeu_ps(p, a);
+    else
+        _mm512_mask_storeu_ps(p, kb_mask16(n), a);
+}
+
+KB_ATTR static inline kb_v kb_vfma(kb_v a, kb_v b, kb_v c) {
+    return _mm512_fmadd_ps(a, b, c);
+}
+
+KB_ATTR static inline kb_v kb_vadd(kb_v a, kb_v b) {
+    return _mm512_add_ps(a, b);
+}
+
+#include "kernels/kern_body.h"
+
+#else
+typedef int qlm__kern_avx512_unused; /* keep the translation unit non-empty */
+#endif
