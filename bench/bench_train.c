@@ -330,7 +330,7 @@ int main(int argc, char **argv)
     qlm_cpu_detect(&cpu);
     printf("# qualm %s, threads %d, cpu: %s\n", QLM_VERSION, c.threads,
            qlm_cpu_describe(&cpu, desc, sizeof desc));
-    qlm_kernels_set_blas_threads(c.threads);
+    qlm_kernels_set_blas_threads(1); /* the kernels parallelize over the pool */
     qlm_pool *pool = qlm_pool_create(c.threads);
     if (pool == NULL) {
         fprintf(stderr, "bench_train: cannot create a pool of %d threads\n", c.threads);

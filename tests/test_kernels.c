@@ -84,6 +84,19 @@ static void shape_str(const qlm_conv_shape *s, char *buf, size_t len) {
              s->groups);
 }
 
+/* Bitwise equality, so -0 vs +0 and NaN payload placement count. */
+static int64_t bits_differ(const char *what, const float *got,
+                           const float *want, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+            printf("  %s: index %lld got %a want %a\n", what, (long long)i,
+                   (double)got[i], (double)want[i]);
+            return i;
+        }
+    }
+    return -1;
+}
+
 /* ------------------------------------------------------------- conv2d */
 
 static void test_conv_shape_init(void) {
@@ -603,8 +616,8 @@ static void bn_compare_one(int64_t m, int c, float offset, uint64_t seed,
     float *var = fbuf(c), *varr = fbuf(c), *is = fbuf(c), *isr = fbuf(c);
     const float eps = 1e-5f;
     fill_nan(y, n), fill_nan(mu, c), fill_nan(var, c), fill_nan(is, c);
-    qlm__bn_fwd_train_ex(m, c, in.x, in.gamma, in.beta, eps, y, mu, var, is,
-                         pool, isa);
+    qlm__bn_fwd_train_ex(m, c, in.x, in.gamma, in.beta, eps, QLM_ACT_NONE, y,
+                         NULL, mu, var, is, pool, isa);
     qlm_bn_fwd_train_f32_ref(m, c, in.x, in.gamma, in.beta, eps, yr, mur,
                              varr, isr);
     int64_t bad = qlm_test_compare("bn y", y, yr, n, ATOL, RTOL);
@@ -616,8 +629,8 @@ static void bn_compare_one(int64_t m, int c, float offset, uint64_t seed,
     qlm_test_fill(dx, n, seed + 9, -2, 2);
     memcpy(dxr, dx, sizeof(float) * (size_t)n);
     fill_nan(dg, c), fill_nan(dbt, c);
-    qlm__bn_bwd_ex(m, c, in.x, in.dy, in.gamma, mur, isr, dx, dg, dbt, pool,
-                   isa);
+    qlm__bn_bwd_ex(m, c, in.x, in.dy, QLM_ACT_NONE, NULL, in.gamma, mur, isr,
+                   dx, dg, dbt, pool, isa);
     qlm_bn_bwd_f32_ref(m, c, in.x, in.dy, in.gamma, mur, isr, dxr, dgr, dbtr);
     /* dgamma/dbeta are sums over m rows: scale atol with sqrt(m) */
     const double sum_atol = ATOL * sqrt((double)m);
@@ -625,8 +638,8 @@ static void bn_compare_one(int64_t m, int c, float offset, uint64_t seed,
     bad += qlm_test_compare("bn dgamma", dg, dgr, c, sum_atol, RTOL);
     bad += qlm_test_compare("bn dbeta", dbt, dbtr, c, sum_atol, RTOL);
     /* eval mode against the formula, in double */
-    qlm__bn_fwd_eval_ex(m, c, in.x, in.gamma, in.beta, mur, varr, eps, y, pool,
-                        isa);
+    qlm__bn_fwd_eval_ex(m, c, in.x, in.gamma, in.beta, mur, varr, eps,
+                        QLM_ACT_NONE, y, NULL, pool, isa);
     for (int64_t i = 0; i < n; i++) {
         const int ch = (int)(i % c);
         yr[i] = (float)(((double)in.x[i] - mur[ch]) /
@@ -654,6 +667,80 @@ static void test_bn_vs_ref(void) {
             for (int i = 0; i < ni; i++)
                 bn_compare_one(ms[a], cs[b], k % 3 == 2 ? 300.0f : 0.0f,
                                200 + (uint64_t)k, isas[i], k % 2 ? pool : NULL);
+    qlm_pool_free(pool);
+}
+
+/*
+ * Fused batch norm + relu/relu6 against the unfused sequence of the same
+ * ISA and pool, bit for bit: forward y and act, backward dx (accumulated),
+ * dgamma, dbeta; train and eval forward. The beta offset of 2 puts many
+ * values above 6 so both relu6 kinks matter.
+ */
+static void bn_act_compare_one(int64_t m, int c, qlm_act kind, uint64_t seed,
+                               qlm__isa isa, qlm_pool *pool) {
+    bn_in in;
+    bn_in_init(&in, m, c, seed, 0.0f);
+    for (int i = 0; i < c; i++) in.gamma[i] *= 4.0f, in.beta[i] += 2.0f;
+    const int64_t n = m * c;
+    const float eps = 1e-5f;
+    const qlm__elt_op fop = kind == QLM_ACT_RELU6 ? QLM__ELT_RELU6
+                                                  : QLM__ELT_RELU;
+    const qlm__elt_op bop = kind == QLM_ACT_RELU6 ? QLM__ELT_RELU6_BWD
+                                                  : QLM__ELT_RELU_BWD;
+    float *y = fbuf(n), *a = fbuf(n), *yr = fbuf(n), *ar = fbuf(n);
+    float st[3][600], str[3][600]; /* mean, var, invstd (c <= 600) */
+    qlm__bn_fwd_train_ex(m, c, in.x, in.gamma, in.beta, eps, kind, y, a,
+                         st[0], st[1], st[2], pool, isa);
+    qlm__bn_fwd_train_ex(m, c, in.x, in.gamma, in.beta, eps, QLM_ACT_NONE, yr,
+                         NULL, str[0], str[1], str[2], pool, isa);
+    qlm__elt_ex(fop, n, yr, NULL, ar, pool, isa);
+    char what[96];
+    snprintf(what, sizeof what, "bn+act %d m %lld c %d %s pool %d", (int)kind,
+             (long long)m, c, qlm__isa_name(isa), pool != NULL);
+    CHECK_MSG(bits_differ("y", y, yr, n) < 0, "%s", what);
+    CHECK_MSG(bits_differ("act", a, ar, n) < 0, "%s", what);
+    for (int k = 0; k < 3; k++)
+        CHECK_MSG(bits_differ("stats", st[k], str[k], c) < 0, "%s", what);
+    /* backward: dy of the activation is in.dy */
+    float *dx = fbuf(n), *dxr = fbuf(n), *g = fbuf(n);
+    float dg[600], db[600], dgr[600], dbr[600];
+    qlm_test_fill(dx, n, seed + 11, -2, 2);
+    memcpy(dxr, dx, sizeof(float) * (size_t)n);
+    qlm__bn_bwd_ex(m, c, in.x, in.dy, kind, a, in.gamma, st[0], st[2], dx, dg,
+                   db, pool, isa);
+    memset(g, 0, sizeof(float) * (size_t)n);
+    qlm__elt_ex(bop, n, ar, in.dy, g, pool, isa);
+    qlm__bn_bwd_ex(m, c, in.x, g, QLM_ACT_NONE, NULL, in.gamma, str[0],
+                   str[2], dxr, dgr, dbr, pool, isa);
+    CHECK_MSG(bits_differ("dx", dx, dxr, n) < 0, "%s", what);
+    CHECK_MSG(bits_differ("dgamma", dg, dgr, c) < 0, "%s", what);
+    CHECK_MSG(bits_differ("dbeta", db, dbr, c) < 0, "%s", what);
+    /* eval forward with the batch statistics as running ones */
+    qlm__bn_fwd_eval_ex(m, c, in.x, in.gamma, in.beta, st[0], st[1], eps,
+                        kind, y, a, pool, isa);
+    qlm__bn_fwd_eval_ex(m, c, in.x, in.gamma, in.beta, st[0], st[1], eps,
+                        QLM_ACT_NONE, yr, NULL, pool, isa);
+    qlm__elt_ex(fop, n, yr, NULL, ar, pool, isa);
+    CHECK_MSG(bits_differ("eval y", y, yr, n) < 0, "%s", what);
+    CHECK_MSG(bits_differ("eval act", a, ar, n) < 0, "%s", what);
+    free(y), free(a), free(yr), free(ar), free(dx), free(dxr), free(g);
+    bn_in_free(&in);
+}
+
+static void test_bn_act_fused(void) {
+    static const int64_t ms[] = {1, 7, 1025, 5003};
+    static const int cs[] = {1, 16, 17, 515};
+    qlm__isa isas[QLM__ISA_COUNT];
+    const int ni = n_isas(isas);
+    qlm_pool *pool = qlm_pool_create(2);
+    int k = 0;
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++, k++)
+            for (int i = 0; i < ni; i++)
+                for (int kind = QLM_ACT_RELU; kind <= QLM_ACT_RELU6; kind++)
+                    bn_act_compare_one(ms[a], cs[b], (qlm_act)kind,
+                                       400 + (uint64_t)k, isas[i],
+                                       k % 2 ? pool : NULL);
     qlm_pool_free(pool);
 }
 
@@ -905,23 +992,26 @@ static void test_eltwise(void) {
     qlm_test_fill(dy, N, 82, -1, 1);
     qlm_test_fill(b, N, 83, -1, 1);
     for (int i = 0; i < N; i++) mask[i] = (uint8_t)(i % 3 != 0);
-    qlm_relu_fwd_f32(N, x, y);
+    qlm_relu_fwd_f32(N, x, y, NULL);
     for (int i = 0; i < N; i++) CHECK(y[i] == (x[i] > 0 ? x[i] : 0.0f));
     for (int i = 0; i < N; i++) dx[i] = 1.0f;
-    qlm_relu_bwd_f32(N, y, dy, dx);
+    qlm_relu_bwd_f32(N, y, dy, dx, NULL);
     for (int i = 0; i < N; i++)
         CHECK(dx[i] == (x[i] > 0 ? 1.0f + dy[i] : 1.0f));
-    qlm_relu6_fwd_f32(N, x, y);
+    qlm_relu6_fwd_f32(N, x, y, NULL);
     for (int i = 0; i < N; i++)
         CHECK(y[i] == (x[i] < 0 ? 0.0f : x[i] > 6 ? 6.0f : x[i]));
     for (int i = 0; i < N; i++) dx[i] = -1.0f;
-    qlm_relu6_bwd_f32(N, y, dy, dx);
+    qlm_relu6_bwd_f32(N, y, dy, dx, NULL);
     for (int i = 0; i < N; i++)
         CHECK(dx[i] == (x[i] > 0 && x[i] < 6 ? -1.0f + dy[i] : -1.0f));
-    qlm_add_fwd_f32(N, x, b, y);
+    qlm_add_fwd_f32(N, x, b, y, NULL);
     for (int i = 0; i < N; i++) CHECK(y[i] == x[i] + b[i]);
-    qlm_add_fwd_f32(N, y, b, y); /* in place */
+    qlm_add_fwd_f32(N, y, b, y, NULL); /* in place */
     for (int i = 0; i < N; i++) CHECK(y[i] == (x[i] + b[i]) + b[i]);
+    for (int i = 0; i < N; i++) dx[i] = 0.25f;
+    qlm_acc_f32(N, b, dx, NULL);
+    for (int i = 0; i < N; i++) CHECK(dx[i] == 0.25f + b[i]);
     qlm_dropout_fwd_f32(N, x, mask, 0.25f, y);
     for (int i = 0; i < N; i++)
         CHECK_NEAR(y[i], mask[i] ? x[i] / 0.75 : 0.0, 1e-6, 1e-6);
@@ -929,6 +1019,63 @@ static void test_eltwise(void) {
     qlm_dropout_bwd_f32(N, dy, mask, 0.25f, dx);
     for (int i = 0; i < N; i++)
         CHECK_NEAR(dx[i], 0.5 + (mask[i] ? dy[i] / 0.75 : 0.0), 1e-6, 1e-6);
+}
+
+/*
+ * Every ISA x pool x op against the scalar definition, bit for bit, on
+ * lengths around the vector widths and the task split, with special
+ * values (NaN, +-0, +-inf, exactly 6) sprinkled in, and in place.
+ */
+static void test_eltwise_twins(void) {
+    const int64_t lens[] = {1, 7, 8, 9, 15, 16, 17, 31, 33, 100,
+                            QLM__ELT_TASK_MIN * 2 + 5,
+                            QLM__ELT_TASK_MIN * 5 + 13};
+    const float special[] = {NAN, 0.0f, -0.0f, INFINITY, -INFINITY, 6.0f,
+                             -6.0f, 1e-40f};
+    qlm__isa isas[QLM__ISA_COUNT];
+    const int ni = n_isas(isas);
+    qlm_pool *pools[2] = {NULL, qlm_pool_create(3)};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        const int64_t n = lens[li];
+        float *a = fbuf(n), *b = fbuf(n), *y0 = fbuf(n);
+        float *want = fbuf(n), *got = fbuf(n);
+        qlm_test_fill(a, n, 900 + li, -9, 9);
+        qlm_test_fill(b, n, 950 + li, -2, 2);
+        qlm_test_fill(y0, n, 990 + li, -1, 1);
+        for (int64_t i = 0; i < n; i += 5) {
+            a[i] = special[(i / 5) % 8];
+            b[(i * 7) % n] = special[(i / 5 + 3) % 8];
+            y0[(i * 3) % n] = -0.0f;
+        }
+        for (int op = 0; op < QLM__ELT_COUNT; op++) {
+            memcpy(want, y0, sizeof(float) * (size_t)n);
+            qlm__elt_ref((qlm__elt_op)op, n, a, b, want);
+            for (int ii = 0; ii < ni; ii++)
+                for (int p = 0; p < 2; p++) {
+                    char what[64];
+                    snprintf(what, sizeof what, "op %d n %lld %s pool %d", op,
+                             (long long)n, qlm__isa_name(isas[ii]), p);
+                    memcpy(got, y0, sizeof(float) * (size_t)n);
+                    qlm__elt_ex((qlm__elt_op)op, n, a, b, got, pools[p],
+                                isas[ii]);
+                    CHECK_MSG(bits_differ(what, got, want, n) < 0, "%s",
+                              what);
+                    /* in place: y is the first input */
+                    if (op == QLM__ELT_ACC) continue;
+                    memcpy(got, a, sizeof(float) * (size_t)n);
+                    memcpy(want, a, sizeof(float) * (size_t)n);
+                    qlm__elt_ref((qlm__elt_op)op, n, want, b, want);
+                    qlm__elt_ex((qlm__elt_op)op, n, got, b, got, pools[p],
+                                isas[ii]);
+                    CHECK_MSG(bits_differ(what, got, want, n) < 0,
+                              "%s in place", what);
+                    memcpy(want, y0, sizeof(float) * (size_t)n);
+                    qlm__elt_ref((qlm__elt_op)op, n, a, b, want);
+                }
+        }
+        free(a), free(b), free(y0), free(want), free(got);
+    }
+    qlm_pool_free(pools[1]);
 }
 
 typedef struct {
@@ -1025,6 +1172,7 @@ int main(void) {
     RUN(test_linear_fd);
     RUN(test_bn_vs_ref);
     RUN(test_bn_stats_sanity);
+    RUN(test_bn_act_fused);
     RUN(test_bn_fd);
     RUN(test_bn_thread_invariance);
     RUN(test_pool_shape);
@@ -1032,6 +1180,7 @@ int main(void) {
     RUN(test_avgpool);
     RUN(test_gap);
     RUN(test_eltwise);
+    RUN(test_eltwise_twins);
     RUN(test_softmax);
     RUN(test_blas_threads);
     return qlm_test_finish();

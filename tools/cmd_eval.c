@@ -45,7 +45,7 @@ int cmd_eval(int argc, char **argv) {
     if (!data_dir) data_dir = qlm_default_data_dir(data, dirbuf, sizeof dirbuf);
     qlm_dataset *ds = NULL;
     qlm_pool *pool = qlm_pool_create(threads);
-    qlm_kernels_set_blas_threads(threads);
+    qlm_kernels_set_blas_threads(1); /* parallelism comes from the pool */
     qlm_eval_result res;
     qlm_status st = pool ? QLM_OK : qlm_err_set(&err, QLM_ERR_NOMEM, "cannot start %d threads", threads);
     if (st == QLM_OK) st = qlm_dataset_load(data, data_dir, split_from_name(split), &ds, &err);

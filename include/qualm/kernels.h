@@ -94,6 +94,32 @@ void qlm_bn_bwd_f32_ref(int64_t m, int c, const float *x, const float *dy,
                         const float *invstd, float *dx, float *dgamma,
                         float *dbeta);
 
+/*
+ * Batch norm fused with the activation that follows it (an execution
+ * detail of the executor; the graph keeps two nodes). Forward writes both
+ * y (the batch-norm output) and act = relu/relu6(y) in one sweep; backward
+ * takes d(act) and the forward act instead of dL/dy, masks the gradient on
+ * the fly and accumulates dx as qlm_bn_bwd_f32 would. The results are
+ * bit-identical to the unfused sequence (bn, then relu; relu backward into
+ * a zeroed buffer, then bn backward).
+ */
+typedef enum { QLM_ACT_NONE = 0, QLM_ACT_RELU, QLM_ACT_RELU6 } qlm_act;
+
+void qlm_bn_act_fwd_train_f32(int64_t m, int c, const float *x,
+                              const float *gamma, const float *beta,
+                              float eps, qlm_act kind, float *y, float *act,
+                              float *mean, float *var, float *invstd,
+                              qlm_pool *pool);
+void qlm_bn_act_fwd_eval_f32(int64_t m, int c, const float *x,
+                             const float *gamma, const float *beta,
+                             const float *run_mean, const float *run_var,
+                             float eps, qlm_act kind, float *y, float *act,
+                             qlm_pool *pool);
+void qlm_bn_act_bwd_f32(int64_t m, int c, const float *x, const float *act,
+                        const float *dact, qlm_act kind, const float *gamma,
+                        const float *mean, const float *invstd, float *dx,
+                        float *dgamma, float *dbeta, qlm_pool *pool);
+
 /* ------------------------------------------------------------ pooling */
 
 typedef struct {
@@ -134,13 +160,32 @@ void qlm_linear_bwd_f32_ref(int m, int in, int out, const float *x,
 
 /* -------------------------------------------------------- elementwise */
 
-void qlm_relu_fwd_f32(int64_t n, const float *x, float *y);
+/*
+ * Branch-free SIMD over the pool; the *_ref twins are the scalar
+ * definitions (bit-identical results, NaN and signed zeros included).
+ * Outputs may alias inputs exactly (in place), not partially.
+ */
+void qlm_relu_fwd_f32(int64_t n, const float *x, float *y, qlm_pool *pool);
+void qlm_relu_fwd_f32_ref(int64_t n, const float *x, float *y);
 /** dx += dy where y > 0 (y is the forward output). */
-void qlm_relu_bwd_f32(int64_t n, const float *y, const float *dy, float *dx);
-void qlm_relu6_fwd_f32(int64_t n, const float *x, float *y);
+void qlm_relu_bwd_f32(int64_t n, const float *y, const float *dy, float *dx,
+                      qlm_pool *pool);
+void qlm_relu_bwd_f32_ref(int64_t n, const float *y, const float *dy,
+                          float *dx);
+void qlm_relu6_fwd_f32(int64_t n, const float *x, float *y, qlm_pool *pool);
+void qlm_relu6_fwd_f32_ref(int64_t n, const float *x, float *y);
 /** dx += dy where 0 < y < 6. */
-void qlm_relu6_bwd_f32(int64_t n, const float *y, const float *dy, float *dx);
-void qlm_add_fwd_f32(int64_t n, const float *a, const float *b, float *y);
+void qlm_relu6_bwd_f32(int64_t n, const float *y, const float *dy, float *dx,
+                       qlm_pool *pool);
+void qlm_relu6_bwd_f32_ref(int64_t n, const float *y, const float *dy,
+                           float *dx);
+void qlm_add_fwd_f32(int64_t n, const float *a, const float *b, float *y,
+                     qlm_pool *pool);
+void qlm_add_fwd_f32_ref(int64_t n, const float *a, const float *b,
+                         float *y);
+/** y += x (gradient accumulation). */
+void qlm_acc_f32(int64_t n, const float *x, float *y, qlm_pool *pool);
+void qlm_acc_f32_ref(int64_t n, const float *x, float *y);
 /** Inverted dropout: y = x * mask / (1-p); mask is 0/1 bytes. */
 void qlm_dropout_fwd_f32(int64_t n, const float *x, const uint8_t *mask,
                          float p, float *y);

@@ -77,6 +77,9 @@ typedef struct {
     const float *gamma, *mean, *invstd, *dgamma, *dbeta;
     const float *t_mu, *t_sc, *t_sh; /* affine coefficients of the tile */
     float *y, *dx;
+    qlm_act kind;     /* activation fused behind the batch norm */
+    float *act;       /* forward: its output */
+    const float *act_in; /* backward: its forward output (dy is d(act)) */
     double (*part)[2][QLM__BN_TILE]; /* [block][sum kind][channel] */
     const qlm__kops *k;
 } bn_ctx;
@@ -118,7 +121,8 @@ static void stats_task(void *ctx, int task, int thread) {
     const float *xa = c->x + a * c->c + c->c0;
     if (c->dy)
         c->k->bn_bwd_stats(b - a, c->c, c->nc, xa, c->dy + a * c->c + c->c0,
-                           c->k_or_mu, s1, s2);
+                           c->k_or_mu, s1, s2, c->kind,
+                           c->act_in ? c->act_in + a * c->c + c->c0 : NULL);
     else
         c->k->bn_stats(b - a, c->c, c->nc, xa, c->k_or_mu, s1, s2);
 }
@@ -152,7 +156,8 @@ static void affine_task(void *ctx, int task, int thread) {
     task_rows(c, task, &a, &b);
     const int64_t off = a * c->c + c->c0;
     c->k->bn_affine(b - a, c->c, c->nc, c->x + off, c->t_mu, c->t_sc,
-                    c->t_sh, c->y + off);
+                    c->t_sh, c->y + off, c->kind,
+                    c->act ? c->act + off : NULL);
 }
 
 static void run_affine(bn_ctx *c, qlm_pool *pool) {
@@ -168,10 +173,12 @@ static void run_affine(bn_ctx *c, qlm_pool *pool) {
  */
 void qlm__bn_fwd_train_ex(int64_t m, int c, const float *x,
                           const float *gamma, const float *beta, float eps,
-                          float *y, float *mean, float *var, float *invstd,
-                          qlm_pool *pool, qlm__isa isa) {
+                          qlm_act kind, float *y, float *act, float *mean,
+                          float *var, float *invstd, qlm_pool *pool,
+                          qlm__isa isa) {
     if (m <= 0) return;
-    bn_ctx bc = {.m = m, .c = c, .x = x, .y = y, .k = qlm__kops_get(isa)};
+    bn_ctx bc = {.m = m, .c = c, .x = x, .y = y, .kind = kind, .act = act,
+                 .k = qlm__kops_get(isa)};
     double s1[QLM__BN_TILE], s2[QLM__BN_TILE];
     float kk[QLM__BN_TILE], sc[QLM__BN_TILE], sh[QLM__BN_TILE];
     for (int c0 = 0; c0 < c; c0 += QLM__BN_TILE) {
@@ -200,10 +207,11 @@ void qlm__bn_fwd_train_ex(int64_t m, int c, const float *x,
 
 void qlm__bn_fwd_eval_ex(int64_t m, int c, const float *x, const float *gamma,
                          const float *beta, const float *run_mean,
-                         const float *run_var, float eps, float *y,
-                         qlm_pool *pool, qlm__isa isa) {
+                         const float *run_var, float eps, qlm_act kind,
+                         float *y, float *act, qlm_pool *pool, qlm__isa isa) {
     if (m <= 0) return;
-    bn_ctx bc = {.m = m, .c = c, .x = x, .y = y, .k = qlm__kops_get(isa)};
+    bn_ctx bc = {.m = m, .c = c, .x = x, .y = y, .kind = kind, .act = act,
+                 .k = qlm__kops_get(isa)};
     float sc[QLM__BN_TILE];
     for (int c0 = 0; c0 < c; c0 += QLM__BN_TILE) {
         bc.c0 = c0;
@@ -234,14 +242,16 @@ static void bwd_dx_task(void *ctx, int task, int thread) {
         }
         const int64_t off = a * c->c + c0;
         c->k->bn_bwd_dx(b - a, c->c, nc, c->x + off, c->dy + off,
-                        c->mean + c0, ca, cb, cc, c->dx + off);
+                        c->mean + c0, ca, cb, cc, c->dx + off, c->kind,
+                        c->act_in ? c->act_in + off : NULL);
     }
 }
 
 void qlm__bn_bwd_ex(int64_t m, int c, const float *x, const float *dy,
-                    const float *gamma, const float *mean,
-                    const float *invstd, float *dx, float *dgamma,
-                    float *dbeta, qlm_pool *pool, qlm__isa isa) {
+                    qlm_act kind, const float *act, const float *gamma,
+                    const float *mean, const float *invstd, float *dx,
+                    float *dgamma, float *dbeta, qlm_pool *pool,
+                    qlm__isa isa) {
     if (m <= 0) {
         memset(dgamma, 0, sizeof(float) * (size_t)c);
         memset(dbeta, 0, sizeof(float) * (size_t)c);
@@ -249,7 +259,8 @@ void qlm__bn_bwd_ex(int64_t m, int c, const float *x, const float *dy,
     }
     bn_ctx bc = {.m = m, .c = c, .x = x, .dy = dy, .gamma = gamma,
                  .mean = mean, .invstd = invstd, .dgamma = dgamma,
-                 .dbeta = dbeta, .dx = dx, .k = qlm__kops_get(isa)};
+                 .dbeta = dbeta, .dx = dx, .kind = kind, .act_in = act,
+                 .k = qlm__kops_get(isa)};
     double s1[QLM__BN_TILE], s2[QLM__BN_TILE];
     for (int c0 = 0; c0 < c; c0 += QLM__BN_TILE) {
         bc.c0 = c0;
@@ -271,22 +282,48 @@ void qlm_bn_fwd_train_f32(int64_t m, int c, const float *x,
                           const float *gamma, const float *beta, float eps,
                           float *y, float *mean, float *var, float *invstd,
                           qlm_pool *pool) {
-    qlm__bn_fwd_train_ex(m, c, x, gamma, beta, eps, y, mean, var, invstd,
-                         pool, qlm__isa_best());
+    qlm__bn_fwd_train_ex(m, c, x, gamma, beta, eps, QLM_ACT_NONE, y, NULL,
+                         mean, var, invstd, pool, qlm__isa_best());
 }
 
 void qlm_bn_fwd_eval_f32(int64_t m, int c, const float *x, const float *gamma,
                          const float *beta, const float *run_mean,
                          const float *run_var, float eps, float *y,
                          qlm_pool *pool) {
-    qlm__bn_fwd_eval_ex(m, c, x, gamma, beta, run_mean, run_var, eps, y, pool,
-                        qlm__isa_best());
+    qlm__bn_fwd_eval_ex(m, c, x, gamma, beta, run_mean, run_var, eps,
+                        QLM_ACT_NONE, y, NULL, pool, qlm__isa_best());
 }
 
 void qlm_bn_bwd_f32(int64_t m, int c, const float *x, const float *dy,
                     const float *gamma, const float *mean,
                     const float *invstd, float *dx, float *dgamma,
                     float *dbeta, qlm_pool *pool) {
-    qlm__bn_bwd_ex(m, c, x, dy, gamma, mean, invstd, dx, dgamma, dbeta, pool,
-                   qlm__isa_best());
+    qlm__bn_bwd_ex(m, c, x, dy, QLM_ACT_NONE, NULL, gamma, mean, invstd, dx,
+                   dgamma, dbeta, pool, qlm__isa_best());
+}
+
+void qlm_bn_act_fwd_train_f32(int64_t m, int c, const float *x,
+                              const float *gamma, const float *beta,
+                              float eps, qlm_act kind, float *y, float *act,
+                              float *mean, float *var, float *invstd,
+                              qlm_pool *pool) {
+    qlm__bn_fwd_train_ex(m, c, x, gamma, beta, eps, kind, y, act, mean, var,
+                         invstd, pool, qlm__isa_best());
+}
+
+void qlm_bn_act_fwd_eval_f32(int64_t m, int c, const float *x,
+                             const float *gamma, const float *beta,
+                             const float *run_mean, const float *run_var,
+                             float eps, qlm_act kind, float *y, float *act,
+                             qlm_pool *pool) {
+    qlm__bn_fwd_eval_ex(m, c, x, gamma, beta, run_mean, run_var, eps, kind, y,
+                        act, pool, qlm__isa_best());
+}
+
+void qlm_bn_act_bwd_f32(int64_t m, int c, const float *x, const float *act,
+                        const float *dact, qlm_act kind, const float *gamma,
+                        const float *mean, const float *invstd, float *dx,
+                        float *dgamma, float *dbeta, qlm_pool *pool) {
+    qlm__bn_bwd_ex(m, c, x, dact, kind, act, gamma, mean, invstd, dx, dgamma,
+                   dbeta, pool, qlm__isa_best());
 }

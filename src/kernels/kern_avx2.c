@@ -132,6 +132,70 @@ KB_ATTR static inline kb_v kb_vadd(kb_v a, kb_v b) {
     return _mm256_add_ps(a, b);
 }
 
+/*
+ * One vector of an elementwise op; yv is the old y. max(a, 0) and
+ * min(v, 6) return their second operand for NaN / ties, which is exactly
+ * the `a > 0 ? a : 0` and `v < 6 ? v : 6` of the reference; the backward
+ * adds a zeroed (not skipped) lane so -0 + 0 rounds as in the reference.
+ */
+__attribute__((always_inline)) KB_ATTR static inline __m256
+kb_elt_vec(const qlm__elt_op op, __m256 a, __m256 b, __m256 yv) {
+    const __m256 z = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+    __m256 m;
+    switch (op) {
+    case QLM__ELT_RELU: return _mm256_max_ps(a, z);
+    case QLM__ELT_RELU6: return _mm256_min_ps(_mm256_max_ps(a, z), six);
+    case QLM__ELT_RELU_BWD:
+        m = _mm256_cmp_ps(a, z, _CMP_GT_OQ);
+        return _mm256_add_ps(yv, _mm256_and_ps(m, b));
+    case QLM__ELT_RELU6_BWD:
+        m = _mm256_and_ps(_mm256_cmp_ps(a, z, _CMP_GT_OQ),
+                          _mm256_cmp_ps(a, six, _CMP_LT_OQ));
+        return _mm256_add_ps(yv, _mm256_and_ps(m, b));
+    case QLM__ELT_ADD: return _mm256_add_ps(a, b);
+    default: return _mm256_add_ps(yv, a); /* QLM__ELT_ACC */
+    }
+}
+
+/* The loop for a compile-time op (inlined into each case of kb_elt); the
+ * tail goes through masked loads/stores, which never touch masked lanes. */
+__attribute__((always_inline)) KB_ATTR static inline void
+kb_elt_loop(const qlm__elt_op op, int64_t n, const float *a, const float *b,
+            float *y) {
+    const bool use_b = op == QLM__ELT_RELU_BWD ||
+                       op == QLM__ELT_RELU6_BWD || op == QLM__ELT_ADD;
+    const bool use_y = op == QLM__ELT_RELU_BWD ||
+                       op == QLM__ELT_RELU6_BWD || op == QLM__ELT_ACC;
+    const __m256 z = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 bv = use_b ? _mm256_loadu_ps(b + i) : z;
+        const __m256 yv = use_y ? _mm256_loadu_ps(y + i) : z;
+        _mm256_storeu_ps(y + i, kb_elt_vec(op, _mm256_loadu_ps(a + i), bv, yv));
+    }
+    if (i < n) {
+        const __m256i m = kb_vmask((int)(n - i));
+        const __m256 bv = use_b ? _mm256_maskload_ps(b + i, m) : z;
+        const __m256 yv = use_y ? _mm256_maskload_ps(y + i, m) : z;
+        _mm256_maskstore_ps(
+            y + i, m, kb_elt_vec(op, _mm256_maskload_ps(a + i, m), bv, yv));
+    }
+}
+
+KB_ATTR static void kb_elt(qlm__elt_op op, int64_t n, const float *a,
+                           const float *b, float *y) {
+    switch (op) {
+    case QLM__ELT_RELU: kb_elt_loop(QLM__ELT_RELU, n, a, b, y); break;
+    case QLM__ELT_RELU6: kb_elt_loop(QLM__ELT_RELU6, n, a, b, y); break;
+    case QLM__ELT_RELU_BWD: kb_elt_loop(QLM__ELT_RELU_BWD, n, a, b, y); break;
+    case QLM__ELT_RELU6_BWD:
+        kb_elt_loop(QLM__ELT_RELU6_BWD, n, a, b, y);
+        break;
+    case QLM__ELT_ADD: kb_elt_loop(QLM__ELT_ADD, n, a, b, y); break;
+    default: kb_elt_loop(QLM__ELT_ACC, n, a, b, y); break;
+    }
+}
+
 #include "kernels/kern_body.h"
 
 #else

@@ -113,6 +113,69 @@ KB_ATTR static inline void kb_bwd_dx(int n, const float *x, const float *dy,
     }
 }
 
+/*
+ * One vector of an elementwise op; yv is the old y. max(a, 0) and
+ * min(v, 6) return their second operand for NaN / ties, which is exactly
+ * the `a > 0 ? a : 0` and `v < 6 ? v : 6` of the reference; the backward
+ * adds a zeroed (not skipped) lane so -0 + 0 rounds as in the reference.
+ */
+__attribute__((always_inline)) KB_ATTR static inline __m512
+kb_elt_vec(const qlm__elt_op op, __m512 a, __m512 b, __m512 yv) {
+    const __m512 z = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    __mmask16 m;
+    switch (op) {
+    case QLM__ELT_RELU: return _mm512_max_ps(a, z);
+    case QLM__ELT_RELU6: return _mm512_min_ps(_mm512_max_ps(a, z), six);
+    case QLM__ELT_RELU_BWD:
+        m = _mm512_cmp_ps_mask(a, z, _CMP_GT_OQ);
+        return _mm512_add_ps(yv, _mm512_maskz_mov_ps(m, b));
+    case QLM__ELT_RELU6_BWD:
+        m = _mm512_cmp_ps_mask(a, z, _CMP_GT_OQ) &
+            _mm512_cmp_ps_mask(a, six, _CMP_LT_OQ);
+        return _mm512_add_ps(yv, _mm512_maskz_mov_ps(m, b));
+    case QLM__ELT_ADD: return _mm512_add_ps(a, b);
+    default: return _mm512_add_ps(yv, a); /* QLM__ELT_ACC */
+    }
+}
+
+/* The loop for a compile-time op (inlined into each case of kb_elt). */
+__attribute__((always_inline)) KB_ATTR static inline void
+kb_elt_loop(const qlm__elt_op op, int64_t n, const float *a, const float *b,
+            float *y) {
+    const bool use_b = op == QLM__ELT_RELU_BWD ||
+                       op == QLM__ELT_RELU6_BWD || op == QLM__ELT_ADD;
+    const bool use_y = op == QLM__ELT_RELU_BWD ||
+                       op == QLM__ELT_RELU6_BWD || op == QLM__ELT_ACC;
+    const __m512 z = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 bv = use_b ? _mm512_loadu_ps(b + i) : z;
+        const __m512 yv = use_y ? _mm512_loadu_ps(y + i) : z;
+        _mm512_storeu_ps(y + i, kb_elt_vec(op, _mm512_loadu_ps(a + i), bv, yv));
+    }
+    if (i < n) {
+        const __mmask16 m = kb_mask16(n - i);
+        const __m512 bv = use_b ? _mm512_maskz_loadu_ps(m, b + i) : z;
+        const __m512 yv = use_y ? _mm512_maskz_loadu_ps(m, y + i) : z;
+        _mm512_mask_storeu_ps(
+            y + i, m, kb_elt_vec(op, _mm512_maskz_loadu_ps(m, a + i), bv, yv));
+    }
+}
+
+KB_ATTR static void kb_elt(qlm__elt_op op, int64_t n, const float *a,
+                           const float *b, float *y) {
+    switch (op) {
+    case QLM__ELT_RELU: kb_elt_loop(QLM__ELT_RELU, n, a, b, y); break;
+    case QLM__ELT_RELU6: kb_elt_loop(QLM__ELT_RELU6, n, a, b, y); break;
+    case QLM__ELT_RELU_BWD: kb_elt_loop(QLM__ELT_RELU_BWD, n, a, b, y); break;
+    case QLM__ELT_RELU6_BWD:
+        kb_elt_loop(QLM__ELT_RELU6_BWD, n, a, b, y);
+        break;
+    case QLM__ELT_ADD: kb_elt_loop(QLM__ELT_ADD, n, a, b, y); break;
+    default: kb_elt_loop(QLM__ELT_ACC, n, a, b, y); break;
+    }
+}
+
 #define KB_VW 16
 typedef __m512 kb_v;
 

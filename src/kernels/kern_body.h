@@ -7,6 +7,7 @@
  *   KB_TABLE         name of the qlm__kops table to define
  *   row primitives   kb_macc, kb_add, kb_affine, kb_stats, kb_bwd_stats,
  *                    kb_bwd_dx (static inline, KB_ATTR), see kern_internal.h
+ *   kb_elt           the elementwise kop itself (static, KB_ATTR)
  *   register vector  KB_VW floats in a kb_v, with kb_vld(p, n) and
  *                    kb_vst(p, v, n) touching only the first n <= KB_VW
  *                    lanes in memory,
@@ -322,30 +323,67 @@ KB_ATTR static void kb_bn_stats(int64_t rows, int ld, int nc, const float *x,
     for (int64_t r = 0; r < rows; r++) kb_stats(nc, x + r * ld, k, s1, s2);
 }
 
+/* The elementwise op of a fused activation's forward / backward. */
+static inline qlm__elt_op kb_act_fwd_op(qlm_act kind) {
+    return kind == QLM_ACT_RELU6 ? QLM__ELT_RELU6 : QLM__ELT_RELU;
+}
+static inline qlm__elt_op kb_act_bwd_op(qlm_act kind) {
+    return kind == QLM_ACT_RELU6 ? QLM__ELT_RELU6_BWD : QLM__ELT_RELU_BWD;
+}
+
+/*
+ * dy row of batch norm behind a fused activation: 0 + masked d(act), the
+ * same operations (and bits) as the unfused relu backward accumulating into
+ * the zeroed gradient buffer; the row stays in L1 for the BN pass.
+ */
+KB_ATTR static const float *kb_act_dy(int nc, qlm_act kind, const float *act,
+                                      const float *dact, float *tmp) {
+    if (kind == QLM_ACT_NONE) return dact;
+    memset(tmp, 0, sizeof(float) * (size_t)nc);
+    kb_elt(kb_act_bwd_op(kind), nc, act, dact, tmp);
+    return tmp;
+}
+
 KB_ATTR static void kb_bn_affine(int64_t rows, int ld, int nc, const float *x,
                                  const float *mu, const float *sc,
-                                 const float *sh, float *y) {
-    for (int64_t r = 0; r < rows; r++)
+                                 const float *sh, float *y, qlm_act kind,
+                                 float *act) {
+    for (int64_t r = 0; r < rows; r++) {
         kb_affine(nc, x + r * ld, mu, sc, sh, y + r * ld);
+        /* the y row is still in L1: one pass over memory, not two */
+        if (kind != QLM_ACT_NONE)
+            kb_elt(kb_act_fwd_op(kind), nc, y + r * ld, NULL, act + r * ld);
+    }
 }
 
 KB_ATTR static void kb_bn_bwd_stats(int64_t rows, int ld, int nc,
                                     const float *x, const float *dy,
                                     const float *mu, double *sdy,
-                                    double *sdyx) {
-    for (int64_t r = 0; r < rows; r++)
-        kb_bwd_stats(nc, x + r * ld, dy + r * ld, mu, sdy, sdyx);
+                                    double *sdyx, qlm_act kind,
+                                    const float *act) {
+    float tmp[QLM__BN_TILE];
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = kb_act_dy(nc, kind, act ? act + r * ld : NULL,
+                                   dy + r * ld, tmp);
+        kb_bwd_stats(nc, x + r * ld, g, mu, sdy, sdyx);
+    }
 }
 
 KB_ATTR static void kb_bn_bwd_dx(int64_t rows, int ld, int nc, const float *x,
                                  const float *dy, const float *mu,
                                  const float *a, const float *b,
-                                 const float *cc, float *dx) {
-    for (int64_t r = 0; r < rows; r++)
-        kb_bwd_dx(nc, x + r * ld, dy + r * ld, mu, a, b, cc, dx + r * ld);
+                                 const float *cc, float *dx, qlm_act kind,
+                                 const float *act) {
+    float tmp[QLM__BN_TILE];
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = kb_act_dy(nc, kind, act ? act + r * ld : NULL,
+                                   dy + r * ld, tmp);
+        kb_bwd_dx(nc, x + r * ld, g, mu, a, b, cc, dx + r * ld);
+    }
 }
 
 const qlm__kops KB_TABLE = {
+    .elt = kb_elt,
     .macc = kb_macc_fn,
     .add = kb_add_fn,
     .dw_fwd_row = kb_dw_fwd_row,

@@ -49,6 +49,12 @@ static inline void kb_bwd_dx(int n, const float *x, const float *dy,
         dx[i] += a[i] * dy[i] + b[i] + cc[i] * (x[i] - mu[i]);
 }
 
+/* The scalar definitions are the generic kernel. */
+static void kb_elt(qlm__elt_op op, int64_t n, const float *a, const float *b,
+                   float *y) {
+    qlm__elt_ref(op, n, a, b, y);
+}
+
 /* A 4-lane "register" the compiler may map to SSE/NEON, or not. */
 #define KB_VW 4
 typedef struct {

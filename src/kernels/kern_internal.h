@@ -34,7 +34,25 @@ const char *qlm__isa_name(qlm__isa isa);
  * Inner kernels. Rows are `ld` floats apart; `nc` channels are processed
  * starting at the pointers given (callers offset them for channel tiles).
  */
+/*
+ * Elementwise ops of one kops.elt call (a, b: inputs, y: output). The
+ * backward masks read the forward OUTPUT a, and are written so NaN and
+ * signed zeros give exactly what the scalar *_ref kernels give.
+ */
+typedef enum {
+    QLM__ELT_RELU = 0,  /* y = a > 0 ? a : 0 */
+    QLM__ELT_RELU6,     /* y = min(a > 0 ? a : 0, 6) */
+    QLM__ELT_RELU_BWD,  /* y += a > 0 ? b : 0 */
+    QLM__ELT_RELU6_BWD, /* y += a > 0 && a < 6 ? b : 0 */
+    QLM__ELT_ADD,       /* y = a + b (y may alias a or b) */
+    QLM__ELT_ACC,       /* y += a */
+    QLM__ELT_COUNT
+} qlm__elt_op;
+
 typedef struct {
+    /* One elementwise op over n contiguous floats (b unused: may be NULL). */
+    void (*elt)(qlm__elt_op op, int64_t n, const float *a, const float *b,
+                float *y);
     /* acc[i] += a[i] * b[i] */
     void (*macc)(int64_t n, const float *a, const float *b, float *acc);
     /* acc[i] += a[i] */
@@ -52,22 +70,29 @@ typedef struct {
     void (*dw_bwd_dw_row)(const qlm_conv_shape *s, const float *x_img,
                           const float *dy_img, int oh, float *dwt, float *db);
 
-    /* Batch norm over `rows` rows of stride ld, channels [0, nc). */
+    /*
+     * Batch norm over `rows` rows of stride ld, channels [0, nc). With a
+     * fused activation (kind != QLM_ACT_NONE) bn_affine also writes
+     * act = relu/relu6(y), and the backward passes read their dy as
+     * d(act) masked by act, exactly as the separate relu backward would
+     * have accumulated it into a zeroed buffer.
+     */
     /* s1 += x - k, s2 += (x - k)^2 (double; k is a per-channel shift). */
     void (*bn_stats)(int64_t rows, int ld, int nc, const float *x,
                      const float *k, double *s1, double *s2);
     /* y = (x - mu) * sc + sh (centering first keeps |mean| >> std exact) */
     void (*bn_affine)(int64_t rows, int ld, int nc, const float *x,
                       const float *mu, const float *sc, const float *sh,
-                      float *y);
+                      float *y, qlm_act kind, float *act);
     /* sdy += dy, sdyx += dy * (x - mu) (double). */
     void (*bn_bwd_stats)(int64_t rows, int ld, int nc, const float *x,
                          const float *dy, const float *mu, double *sdy,
-                         double *sdyx);
+                         double *sdyx, qlm_act kind, const float *act);
     /* dx += a * dy + b + cc * (x - mu) */
     void (*bn_bwd_dx)(int64_t rows, int ld, int nc, const float *x,
                       const float *dy, const float *mu, const float *a,
-                      const float *b, const float *cc, float *dx);
+                      const float *b, const float *cc, float *dx,
+                      qlm_act kind, const float *act);
 } qlm__kops;
 
 /* Table for `isa`; falls back to generic when isa is not compiled in. */
@@ -135,6 +160,21 @@ void qlm__dw_bwd(const qlm_conv_shape *s, const float *x, const float *w,
                  const float *dy, float *dx, float *dw, float *db,
                  void *scratch, qlm_pool *pool, const qlm__kops *k);
 
+/* ------------------------------------------------------- elementwise */
+
+/*
+ * Elementwise ops split into tasks of at least QLM__ELT_TASK_MIN floats
+ * (below that a pool wake-up costs more than the pass; measured ~10-30 us
+ * per wake-up on the 2-core VM). The result does not depend on the split.
+ */
+#define QLM__ELT_TASK_MIN ((int64_t)1 << 15)
+
+void qlm__elt_ex(qlm__elt_op op, int64_t n, const float *a, const float *b,
+                 float *y, qlm_pool *pool, qlm__isa isa);
+/* The scalar definition of each op (what the *_ref kernels call). */
+void qlm__elt_ref(qlm__elt_op op, int64_t n, const float *a, const float *b,
+                  float *y);
+
 /* --------------------------------------------------------- batch norm */
 
 /*
@@ -152,15 +192,17 @@ void qlm__dw_bwd(const qlm_conv_shape *s, const float *x, const float *w,
 
 void qlm__bn_fwd_train_ex(int64_t m, int c, const float *x,
                           const float *gamma, const float *beta, float eps,
-                          float *y, float *mean, float *var, float *invstd,
-                          qlm_pool *pool, qlm__isa isa);
+                          qlm_act kind, float *y, float *act, float *mean,
+                          float *var, float *invstd, qlm_pool *pool,
+                          qlm__isa isa);
 void qlm__bn_fwd_eval_ex(int64_t m, int c, const float *x, const float *gamma,
                          const float *beta, const float *run_mean,
-                         const float *run_var, float eps, float *y,
-                         qlm_pool *pool, qlm__isa isa);
+                         const float *run_var, float eps, qlm_act kind,
+                         float *y, float *act, qlm_pool *pool, qlm__isa isa);
 void qlm__bn_bwd_ex(int64_t m, int c, const float *x, const float *dy,
-                    const float *gamma, const float *mean,
-                    const float *invstd, float *dx, float *dgamma,
-                    float *dbeta, qlm_pool *pool, qlm__isa isa);
+                    qlm_act kind, const float *act, const float *gamma,
+                    const float *mean, const float *invstd, float *dx,
+                    float *dgamma, float *dbeta, qlm_pool *pool,
+                    qlm__isa isa);
 
 #endif /* QLM_KERN_INTERNAL_H */

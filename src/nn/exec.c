@@ -5,7 +5,7 @@
  * Layout of the single 64-byte aligned block (every piece 64-byte aligned):
  *
  *   qlm_exec header
- *   value[n_nodes], saved_bytes[n_nodes]
+ *   value[n_nodes], saved_bytes[n_nodes], fuse[n_nodes]
  *   grad[n_nodes], saved[n_nodes]        training only
  *   per node: value [max_batch][numel] (node 0's is the input buffer)
  *             grad  [max_batch][numel]   training only, none for node 0
@@ -15,6 +15,14 @@
  *
  * The same plan() walk computes qlm_exec_size (no base) and slices the
  * block (with a base), so the two cannot disagree.
+ *
+ * Fusion (an execution detail; the graph keeps its nodes): a batch norm
+ * whose only consumer is the relu/relu6 right after it runs as one op. Its
+ * forward writes both outputs in one sweep (so every node's value stays
+ * readable), and its backward masks the activation's gradient on the fly,
+ * so the batch norm's own gradient buffer is neither zeroed nor written
+ * (qlm_exec_grad of such a node holds nothing after backward). The results
+ * are bit-identical to running the nodes one by one.
  */
 #include "nn/ops.h"
 
@@ -30,6 +38,7 @@ struct qlm_exec {
     float **grad;        /* NULL in eval mode; grad[0] is NULL */
     void **saved;        /* NULL in eval mode */
     size_t *saved_bytes;
+    uint8_t *fuse; /* per node: qlm_act fused into it (batch norm only) */
     void *scratch;
     size_t scratch_bytes;
     int fwd_n;           /* samples of the last forward, 0 before any */
@@ -55,6 +64,29 @@ static node_sizes sizes_of(const qlm_graph *g, int i, int max_batch,
     return s;
 }
 
+/* Number of node inputs (both slots of an add count) that read node i. */
+static int consumers(const qlm_graph *g, int i) {
+    int k = 0;
+    for (int j = i + 1; j < g->n_nodes; j++) {
+        const qlm_node *nd = &g->nodes[j];
+        for (int s = 0; s < qlm__ops[nd->kind]->n_in; s++) k += nd->in[s] == i;
+    }
+    return k;
+}
+
+/* The activation node i + 1 that batch norm node i can absorb, if any. */
+static qlm_act fused_act(const qlm_graph *g, int i) {
+    if (i < 1 || i + 1 >= g->n_nodes ||
+        g->nodes[i].kind != QLM_OP_BATCHNORM || g->nodes[i + 1].in[0] != i ||
+        consumers(g, i) != 1)
+        return QLM_ACT_NONE;
+    switch (g->nodes[i + 1].kind) {
+    case QLM_OP_RELU: return QLM_ACT_RELU;
+    case QLM_OP_RELU6: return QLM_ACT_RELU6;
+    default: return QLM_ACT_NONE;
+    }
+}
+
 /* A cursor over the block; with base == NULL it only counts. */
 typedef struct {
     uint8_t *base;
@@ -76,6 +108,7 @@ static size_t plan(const qlm_graph *g, int max_batch, qlm_mode mode,
     float **grad = carve(cv, train ? (size_t)nn * sizeof(float *) : 0);
     void **saved = carve(cv, train ? (size_t)nn * sizeof(void *) : 0);
     size_t *saved_bytes = carve(cv, (size_t)nn * sizeof(size_t));
+    uint8_t *fuse = carve(cv, (size_t)nn);
     size_t scratch = 0;
     for (int i = 0; i < nn; i++) {
         node_sizes s = sizes_of(g, i, max_batch, mode);
@@ -98,6 +131,8 @@ static size_t plan(const qlm_graph *g, int max_batch, qlm_mode mode,
         e->grad = grad;
         e->saved = saved;
         e->saved_bytes = saved_bytes;
+        for (int i = 0; i < nn; i++) fuse[i] = (uint8_t)fused_act(g, i);
+        e->fuse = fuse;
         e->scratch = sc;
         e->scratch_bytes = scratch;
     }
@@ -210,6 +245,11 @@ static qlm_op_ctx make_ctx(qlm_graph *g, qlm_exec *e, int i, int n) {
     }
     c.y = e->value[i];
     c.dy = e->grad ? e->grad[i] : NULL;
+    c.act = (qlm_act)e->fuse[i];
+    if (c.act != QLM_ACT_NONE) {
+        c.act_y = e->value[i + 1];
+        c.act_dy = e->grad ? e->grad[i + 1] : NULL;
+    }
     c.param = g->params ? g->params + nd->param_off : NULL;
     c.state = g->state ? g->state + nd->state_off : NULL;
     if (e->saved) {
@@ -234,6 +274,7 @@ qlm_status qlm_forward(qlm_graph *g, qlm_exec *e, int n, qlm_mode mode,
         c.seed = seed;
         c.dropout_on = dropout_on;
         qlm__ops[g->nodes[i].kind]->forward(&c);
+        if (c.act != QLM_ACT_NONE) i++; /* the activation ran inside */
     }
     e->fwd_n = n;
     e->fwd_mode = mode;
@@ -249,9 +290,11 @@ qlm_status qlm_backward(qlm_graph *g, qlm_exec *e, int n, float *grads) {
         return QLM_ERR_ARG;
     const int out = g->n_nodes - 1;
     for (int i = 1; i < out; i++)
-        memset(e->grad[i], 0,
-               (size_t)qlm__op_numel_n(&g->nodes[i], n) * sizeof(float));
+        if (!e->fuse[i]) /* a fused batch norm's gradient is never used */
+            memset(e->grad[i], 0,
+                   (size_t)qlm__op_numel_n(&g->nodes[i], n) * sizeof(float));
     for (int i = out; i >= 1; i--) {
+        if (e->fuse[i - 1]) continue; /* runs inside node i - 1 */
         qlm_op_ctx c = make_ctx(g, e, i, n);
         c.mode = QLM_MODE_TRAIN;
         c.dparam = grads ? grads + g->nodes[i].param_off : NULL;

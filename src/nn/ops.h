@@ -57,6 +57,14 @@ typedef struct {
     void *saved;        /* saved_bytes(max_batch): forward -> backward */
     void *scratch;      /* scratch_bytes(max_batch, mode): per call only */
     qlm_pool *pool;
+    /*
+     * Batch norm only: the relu/relu6 node right after it, when the
+     * executor fuses the two (see exec.c). Forward then also writes act_y;
+     * backward reads act_y and its gradient act_dy instead of dy.
+     */
+    qlm_act act; /* QLM_ACT_NONE: not fused */
+    float *act_y;
+    const float *act_dy;
 } qlm_op_ctx;
 
 /*
@@ -142,7 +150,8 @@ qlm_status qlm__op_window(const char *axis, int64_t in, int32_t k,
                           char *why, size_t len);
 
 /* dst[i] += src[i]: the gradient of identity-like ops. */
-void qlm__op_accumulate(int64_t n, const float *src, float *dst);
+void qlm__op_accumulate(int64_t n, const float *src, float *dst,
+                        qlm_pool *pool);
 
 /* The input nodes of a node of a valid graph (NULL past n_in). */
 static inline void qlm__node_src(const qlm_graph *g, const qlm_node *nd,

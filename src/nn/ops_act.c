@@ -6,22 +6,23 @@
 #include "nn/ops.h"
 
 static void relu_fwd(const qlm_op_ctx *c) {
-    qlm_relu_fwd_f32(qlm__op_numel_n(c->nd, c->n), c->x[0], c->y);
+    qlm_relu_fwd_f32(qlm__op_numel_n(c->nd, c->n), c->x[0], c->y, c->pool);
 }
 
 static void relu_bwd(const qlm_op_ctx *c) {
     if (c->dx[0])
-        qlm_relu_bwd_f32(qlm__op_numel_n(c->nd, c->n), c->y, c->dy, c->dx[0]);
+        qlm_relu_bwd_f32(qlm__op_numel_n(c->nd, c->n), c->y, c->dy, c->dx[0],
+                         c->pool);
 }
 
 static void relu6_fwd(const qlm_op_ctx *c) {
-    qlm_relu6_fwd_f32(qlm__op_numel_n(c->nd, c->n), c->x[0], c->y);
+    qlm_relu6_fwd_f32(qlm__op_numel_n(c->nd, c->n), c->x[0], c->y, c->pool);
 }
 
 static void relu6_bwd(const qlm_op_ctx *c) {
     if (c->dx[0])
         qlm_relu6_bwd_f32(qlm__op_numel_n(c->nd, c->n), c->y, c->dy,
-                          c->dx[0]);
+                          c->dx[0], c->pool);
 }
 
 static int row_len(const qlm_op_ctx *c) {

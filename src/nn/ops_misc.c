@@ -76,8 +76,9 @@ qlm_status qlm__op_window(const char *axis, int64_t in, int32_t k,
     return QLM_OK;
 }
 
-void qlm__op_accumulate(int64_t n, const float *src, float *dst) {
-    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+void qlm__op_accumulate(int64_t n, const float *src, float *dst,
+                        qlm_pool *pool) {
+    qlm_acc_f32(n, src, dst, pool);
 }
 
 static void op_noop(const qlm_op_ctx *c) { (void)c; }
@@ -90,7 +91,8 @@ static void op_copy_fwd(const qlm_op_ctx *c) {
 
 static void op_copy_bwd(const qlm_op_ctx *c) {
     if (c->dx[0])
-        qlm__op_accumulate(qlm__op_numel_n(c->nd, c->n), c->dy, c->dx[0]);
+        qlm__op_accumulate(qlm__op_numel_n(c->nd, c->n), c->dy, c->dx[0],
+                           c->pool);
 }
 
 /* -------------------------------------------------------------- input */
@@ -137,15 +139,16 @@ static qlm_status add_infer(const qlm_node *nd, const qlm_node *const src[2],
 }
 
 static void add_fwd(const qlm_op_ctx *c) {
-    qlm_add_fwd_f32(qlm__op_numel_n(c->nd, c->n), c->x[0], c->x[1], c->y);
+    qlm_add_fwd_f32(qlm__op_numel_n(c->nd, c->n), c->x[0], c->x[1], c->y,
+                    c->pool);
 }
 
 /* Both inputs receive dy; when in0 == in1 the two accumulations add up to
  * the right 2*dy. */
 static void add_bwd(const qlm_op_ctx *c) {
     int64_t n = qlm__op_numel_n(c->nd, c->n);
-    if (c->dx[0]) qlm__op_accumulate(n, c->dy, c->dx[0]);
-    if (c->dx[1]) qlm__op_accumulate(n, c->dy, c->dx[1]);
+    if (c->dx[0]) qlm__op_accumulate(n, c->dy, c->dx[0], c->pool);
+    if (c->dx[1]) qlm__op_accumulate(n, c->dy, c->dx[1], c->pool);
 }
 
 const qlm_op_def qlm__op_add = {

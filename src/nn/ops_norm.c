@@ -85,16 +85,19 @@ static void bn_fwd(const qlm_op_ctx *c) {
     const int64_t m = qlm__op_numel_n(c->nd, c->n) / ch;
     const float *gamma = c->param, *beta = c->param + ch;
     if (c->mode != QLM_MODE_TRAIN) {
-        qlm_bn_fwd_eval_f32(m, ch, c->x[0], gamma, beta, c->state,
-                            c->state + ch, c->nd->a.eps, c->y, c->pool);
+        qlm_bn_act_fwd_eval_f32(m, ch, c->x[0], gamma, beta, c->state,
+                                c->state + ch, c->nd->a.eps, c->act, c->y,
+                                c->act_y, c->pool);
         return;
     }
     float *mean = c->saved, *var = mean + ch, *invstd = var + ch;
-    qlm_bn_fwd_train_f32(m, ch, c->x[0], gamma, beta, c->nd->a.eps, c->y,
-                         mean, var, invstd, c->pool);
+    qlm_bn_act_fwd_train_f32(m, ch, c->x[0], gamma, beta, c->nd->a.eps,
+                             c->act, c->y, c->act_y, mean, var, invstd,
+                             c->pool);
     bn_update_running(c, m, mean, var);
 }
 
+/* Fused: dy is never materialized, the kernel masks act_dy by act_y. */
 static void bn_bwd(const qlm_op_ctx *c) {
     const int ch = c->nd->c;
     const int64_t total = qlm__op_numel_n(c->nd, c->n);
@@ -104,8 +107,10 @@ static void bn_bwd(const qlm_op_ctx *c) {
         dx = c->scratch;
         memset(dx, 0, (size_t)total * sizeof(float));
     }
-    qlm_bn_bwd_f32(total / ch, ch, c->x[0], c->dy, c->param, mean, invstd, dx,
-                   c->dparam, c->dparam + ch, c->pool);
+    const bool fused = c->act != QLM_ACT_NONE;
+    qlm_bn_act_bwd_f32(total / ch, ch, c->x[0], fused ? c->act_y : NULL,
+                       fused ? c->act_dy : c->dy, c->act, c->param, mean,
+                       invstd, dx, c->dparam, c->dparam + ch, c->pool);
 }
 
 const qlm_op_def qlm__op_batchnorm = {

@@ -156,7 +156,9 @@ static qlm_status init_model(const qlm_train_config *c, int epochs, train_run *r
 static qlm_status alloc_buffers(const qlm_train_config *c, train_run *r, qlm_err *err) {
     r->pool = qlm_pool_create(c->threads);
     if (!r->pool) return qlm_err_set(err, QLM_ERR_NOMEM, "train: cannot start %d threads", c->threads);
-    qlm_kernels_set_blas_threads(c->threads);
+    /* The conv kernels split work over the pool themselves; a multi-threaded
+       BLAS only fights them for the cores on these skinny GEMMs. */
+    qlm_kernels_set_blas_threads(1);
     r->exec = qlm_exec_new(r->g, c->batch, QLM_MODE_TRAIN, r->pool, err);
     if (!r->exec) return err && err->status ? err->status : QLM_ERR_NOMEM;
     r->grads = calloc((size_t)r->g->n_params, sizeof(float));
