@@ -143,7 +143,12 @@ void qlm_exec_free(qlm_exec *e);
 float *qlm_exec_input(qlm_exec *e);
 /** Output of node id (after forward) [batch][h][w][c]. */
 const float *qlm_exec_value(const qlm_exec *e, int node);
-/** Gradient buffer of node id's output (training mode only). */
+/**
+ * Gradient buffer of node id's output (training mode only; NULL for the
+ * input node). After qlm_backward it holds dL/d(output), except for a batch
+ * norm the executor fused with the ReLU/ReLU6 that is its only consumer:
+ * that gradient is never materialized.
+ */
 float *qlm_exec_grad(qlm_exec *e, int node);
 
 /**
