@@ -7,8 +7,8 @@
 #
 #   --deps-only   install packages and data, stop before the CMake build
 #   --no-build    same as --deps-only
-#   --bench       also install python3-torch and python3-sklearn (the
-#                 PyTorch peer benchmark); same as QUALM_SETUP_BENCH=1
+#   --bench       also install python3-torch (the PyTorch peer benchmark);
+#                 same as QUALM_SETUP_BENCH=1
 #
 # Environment:
 #   QUALM_SETUP_BENCH=1   as --bench
@@ -49,9 +49,9 @@ trap 'rc=$?; [ $rc -eq 0 ] || echo "setup.sh: FAILED during: $STEP (exit $rc)" >
 
 # ------------------------------------------------------------ packages
 STEP="checking system packages"
-PKGS=(gcc make libc6-dev cmake clang pkg-config libopenblas-dev zlib1g-dev
-      dataset-fashion-mnist python3 python3-numpy ca-certificates)
-[ "$BENCH" = 1 ] && PKGS+=(python3-torch python3-sklearn)
+PKGS=(gcc make libc6-dev cmake clang pkg-config libopenblas-dev libdnnl-dev zlib1g-dev
+      dataset-fashion-mnist python3 python3-numpy python3-sklearn ca-certificates)
+[ "$BENCH" = 1 ] && PKGS+=(python3-torch)
 # Node: any node + npm will do (e.g. the NodeSource nodejs, which bundles npm
 # and conflicts with Debian's npm package); otherwise take Debian's.
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
