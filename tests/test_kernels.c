@@ -211,8 +211,9 @@ static int64_t conv_check(const qlm_conv_shape *s, const conv_case *c,
     if (use_db)
         bad += qlm_test_compare("db", db, c->db_ref, s->out_c, ATOL, RTOL);
     if (bad)
-        fprintf(stderr, "  conv %s isa=%s chunk=%zu variant=%d\n", name,
-                qlm__isa_name(o->isa), o->chunk_bytes, variant);
+        fprintf(stderr, "  conv %s isa=%s chunk=%zu dnnl=%d variant=%d\n",
+                name, qlm__isa_name(o->isa), o->chunk_bytes, (int)o->dnnl,
+                variant);
     free(sf), free(sb), free(y), free(dx), free(dw), free(db);
     return bad;
 }
@@ -234,6 +235,12 @@ static void conv_check_all(const qlm_conv_shape *s, uint64_t seed,
             qlm__conv_opts o = {.chunk_bytes = chunks[k], .isa = isas[i]};
             conv_check(s, &c, &o, (variant + i + k) & 7, pool);
         }
+    /* the oneDNN path (im2col-path shapes; others ignore the flag) */
+    qlm__conv_opts o;
+    qlm__conv_opts_default(&o);
+    CHECK(o.dnnl);
+    conv_check(s, &c, &o, variant, pool);
+    conv_check(s, &c, &o, variant + 3, pool);
     conv_case_free(&c);
 }
 
@@ -346,14 +353,23 @@ static void test_conv_scratch(void) {
     CHECK(qlm_conv_shape_init(&s, 256, 28, 28, 16, 16, 3, 3, 1, 1, 1) ==
           QLM_OK); /* 256 images do not fit 64 MiB: 148 do */
     CHECK(qlm__conv_chunk_rows(&s, (size_t)1 << 40) == 148 * 784);
-    CHECK(qlm_conv2d_fwd_scratch_f32(&s) <=
+    qlm__conv_opts_default(&o);
+    o.dnnl = false;
+    CHECK(qlm__conv2d_fwd_scratch_ex(&s, &o) <=
           slots * QLM__CONV_CHUNK_BYTES_DEFAULT);
-    CHECK(qlm_conv2d_bwd_scratch_f32(&s) <=
+    CHECK(qlm__conv2d_bwd_scratch_ex(&s, &o) <=
           slots * (QLM__CONV_CHUNK_BYTES_DEFAULT + dw));
     /* small problem: one chunk of exactly all rows, one slot */
     CHECK(qlm_conv_shape_init(&s, 1, 3, 3, 2, 2, 3, 3, 1, 1, 1) == QLM_OK);
-    CHECK(qlm_conv2d_fwd_scratch_f32(&s) == 9 * 18 * sizeof(float));
-    CHECK(qlm_conv2d_bwd_scratch_f32(&s) == 9 * 18 * sizeof(float));
+    qlm__conv_opts_default(&o);
+    o.dnnl = false;
+    CHECK(qlm__conv2d_fwd_scratch_ex(&s, &o) == 9 * 18 * sizeof(float));
+    CHECK(qlm__conv2d_bwd_scratch_ex(&s, &o) == 9 * 18 * sizeof(float));
+    /* the oneDNN path keeps room for its im2col fallback */
+    CHECK(qlm_conv2d_fwd_scratch_f32(&s) >= 9 * 18 * sizeof(float));
+    CHECK(qlm_conv2d_bwd_scratch_f32(&s) >= 9 * 18 * sizeof(float));
+    CHECK(qlm__dnnl_fwd_scratch(&s) > 0);
+    CHECK(qlm__dnnl_bwd_scratch(&s) > 0);
     /* 1x1: no im2col; backward needs dw partials only with several slots */
     CHECK(qlm_conv_shape_init(&s, 4, 7, 7, 64, 32, 1, 1, 1, 0, 1) == QLM_OK);
     CHECK(qlm_conv2d_fwd_scratch_f32(&s) == 0);
@@ -370,7 +386,9 @@ static void test_conv_thread_invariance(void) {
         {9, 9, 8, 12, 3, 1, 1, 1},  /* im2col, whole-image chunks */
         {5, 7, 6, 10, 3, 2, 1, 2},  /* grouped */
         {40, 8, 16, 8, 1, 1, 0, 1}, /* 1x1 with several slots */
-        {6, 9, 24, 24, 3, 1, 1, 24} /* depthwise */
+        {6, 9, 24, 24, 3, 1, 1, 24}, /* depthwise */
+        {11, 9, 16, 16, 3, 1, 1, 1}, /* oneDNN: uneven slots (2,3,3,3) */
+        {7, 8, 8, 16, 3, 2, 1, 1}    /* oneDNN stride 2 */
     };
     qlm_pool *pools[3] = {NULL, qlm_pool_create(2), qlm_pool_create(3)};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
@@ -378,39 +396,85 @@ static void test_conv_thread_invariance(void) {
         CHECK(qlm_conv_shape_init(&s, t[i].n, t[i].h, t[i].h, t[i].cin,
                                   t[i].cout, t[i].k, t[i].k, t[i].stride,
                                   t[i].pad, t[i].groups) == QLM_OK);
-        conv_case c;
-        conv_case_init(&c, &s, 7000 + i);
-        /* a budget of ~1.5 images: several chunks and slots */
-        qlm__conv_opts o;
-        qlm__conv_opts_default(&o);
-        o.chunk_bytes = (size_t)(s.out_h * s.out_w * 3 / 2) * s.k_h * s.k_w *
-                        s.in_c * sizeof(float);
-        const int64_t nx = conv_x_len(&s), ny = conv_y_len(&s),
-                      nw = conv_w_len(&s);
-        float *y[3], *dx[3], *dw[3];
-        for (int p = 0; p < 3; p++) {
-            y[p] = fbuf(ny), dx[p] = fcopy(c.dx0, nx), dw[p] = fbuf(nw);
-            void *sf = scratch_buf(qlm__conv2d_fwd_scratch_ex(&s, &o));
-            void *sb = scratch_buf(qlm__conv2d_bwd_scratch_ex(&s, &o));
-            qlm__conv2d_fwd_ex(&s, c.x, c.w, c.b, y[p], sf, pools[p], &o);
-            qlm__conv2d_bwd_ex(&s, c.x, c.w, c.dy, dx[p], dw[p], NULL, sb,
-                               pools[p], &o);
-            free(sf), free(sb);
+        for (int dnnl = 0; dnnl < 2; dnnl++) {
+            conv_case c;
+            conv_case_init(&c, &s, 7000 + i);
+            /* a budget of ~1.5 images: several chunks and slots */
+            qlm__conv_opts o;
+            qlm__conv_opts_default(&o);
+            o.dnnl = dnnl;
+            o.chunk_bytes = (size_t)(s.out_h * s.out_w * 3 / 2) * s.k_h *
+                            s.k_w * s.in_c * sizeof(float);
+            const int64_t nx = conv_x_len(&s), ny = conv_y_len(&s),
+                          nw = conv_w_len(&s);
+            float *y[3], *dx[3], *dw[3];
+            for (int p = 0; p < 3; p++) {
+                y[p] = fbuf(ny), dx[p] = fcopy(c.dx0, nx), dw[p] = fbuf(nw);
+                void *sf = scratch_buf(qlm__conv2d_fwd_scratch_ex(&s, &o));
+                void *sb = scratch_buf(qlm__conv2d_bwd_scratch_ex(&s, &o));
+                qlm__conv2d_fwd_ex(&s, c.x, c.w, c.b, y[p], sf, pools[p], &o);
+                qlm__conv2d_bwd_ex(&s, c.x, c.w, c.dy, dx[p], dw[p], NULL, sb,
+                                   pools[p], &o);
+                free(sf), free(sb);
+            }
+            qlm_test_compare("y vs ref", y[0], c.y_ref, ny, ATOL, RTOL);
+            qlm_test_compare("dw vs ref", dw[0], c.dw_ref, nw, ATOL, RTOL);
+            for (int p = 1; p < 3; p++) {
+                CHECK_MSG(!memcmp(y[p], y[0], sizeof(float) * (size_t)ny),
+                          "case %zu dnnl %d: y differs with pool %d", i,
+                          dnnl, p);
+                CHECK_MSG(!memcmp(dx[p], dx[0], sizeof(float) * (size_t)nx),
+                          "case %zu dnnl %d: dx differs with pool %d", i,
+                          dnnl, p);
+                CHECK_MSG(!memcmp(dw[p], dw[0], sizeof(float) * (size_t)nw),
+                          "case %zu dnnl %d: dw differs with pool %d", i,
+                          dnnl, p);
+            }
+            for (int p = 0; p < 3; p++) free(y[p]), free(dx[p]), free(dw[p]);
+            conv_case_free(&c);
         }
-        qlm_test_compare("y vs ref", y[0], c.y_ref, ny, ATOL, RTOL);
-        qlm_test_compare("dw vs ref", dw[0], c.dw_ref, nw, ATOL, RTOL);
-        for (int p = 1; p < 3; p++) {
-            CHECK_MSG(!memcmp(y[p], y[0], sizeof(float) * (size_t)ny),
-                      "case %zu: y differs with pool %d", i, p);
-            CHECK_MSG(!memcmp(dx[p], dx[0], sizeof(float) * (size_t)nx),
-                      "case %zu: dx differs with pool %d", i, p);
-            CHECK_MSG(!memcmp(dw[p], dw[0], sizeof(float) * (size_t)nw),
-                      "case %zu: dw differs with pool %d", i, p);
-        }
-        for (int p = 0; p < 3; p++) free(y[p]), free(dx[p]), free(dw[p]);
-        conv_case_free(&c);
     }
     for (int p = 0; p < 3; p++) qlm_pool_free(pools[p]);
+}
+
+/*
+ * Same inputs, same pool: the same bits, call after call (oneDNN's weight
+ * gradient is a reduction; it must be run-to-run reproducible).
+ */
+static void test_conv_dnnl_repeat(void) {
+    qlm_conv_shape s;
+    CHECK(qlm_conv_shape_init(&s, 10, 14, 14, 32, 32, 3, 3, 1, 1, 1) ==
+          QLM_OK);
+    conv_case c;
+    conv_case_init(&c, &s, 7100);
+    qlm_pool *pool = qlm_pool_create(2);
+    qlm__conv_opts o;
+    qlm__conv_opts_default(&o);
+    const int64_t nx = conv_x_len(&s), ny = conv_y_len(&s),
+                  nw = conv_w_len(&s);
+    void *sf = scratch_buf(qlm__conv2d_fwd_scratch_ex(&s, &o));
+    void *sb = scratch_buf(qlm__conv2d_bwd_scratch_ex(&s, &o));
+    float *y[2] = {fbuf(ny), fbuf(ny)}, *dx[2] = {fbuf(nx), fbuf(nx)},
+          *dw[2] = {fbuf(nw), fbuf(nw)};
+    for (int r = 0; r < 25; r++) {
+        const int k = r > 0;
+        memset(dx[k], 0, sizeof(float) * (size_t)nx);
+        qlm__conv2d_fwd_ex(&s, c.x, c.w, c.b, y[k], sf, pool, &o);
+        qlm__conv2d_bwd_ex(&s, c.x, c.w, c.dy, dx[k], dw[k], NULL, sb, pool,
+                           &o);
+        if (!k) continue;
+        CHECK_MSG(!memcmp(y[0], y[1], sizeof(float) * (size_t)ny),
+                  "run %d: y differs", r);
+        CHECK_MSG(!memcmp(dx[0], dx[1], sizeof(float) * (size_t)nx),
+                  "run %d: dx differs", r);
+        CHECK_MSG(!memcmp(dw[0], dw[1], sizeof(float) * (size_t)nw),
+                  "run %d: dw differs", r);
+    }
+    qlm_test_compare("dw vs ref", dw[0], c.dw_ref, nw, ATOL, RTOL);
+    for (int k = 0; k < 2; k++) free(y[k]), free(dx[k]), free(dw[k]);
+    free(sf), free(sb);
+    qlm_pool_free(pool);
+    conv_case_free(&c);
 }
 
 /*
@@ -1167,6 +1231,7 @@ int main(void) {
     RUN(test_conv_paths);
     RUN(test_conv_random);
     RUN(test_conv_thread_invariance);
+    RUN(test_conv_dnnl_repeat);
     RUN(test_conv_fd);
     RUN(test_linear);
     RUN(test_linear_fd);

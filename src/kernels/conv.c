@@ -29,6 +29,15 @@
 void qlm__conv_opts_default(qlm__conv_opts *o) {
     o->chunk_bytes = QLM__CONV_CHUNK_BYTES_DEFAULT;
     o->isa = qlm__isa_best();
+    o->dnnl = true;
+}
+
+/* Does direction `bwd` of this shape go to oneDNN (conv_dnnl.c)? */
+static bool use_dnnl(const qlm_conv_shape *s, const qlm__conv_opts *o,
+                     bool bwd) {
+    if (!o->dnnl || qlm__conv_path_of(s) != QLM__CONV_PATH_IM2COL)
+        return false;
+    return !bwd || s->in_c / s->groups >= QLM__DNNL_BWD_MIN_CPG;
 }
 
 qlm__conv_path qlm__conv_path_of(const qlm_conv_shape *s) {
@@ -104,7 +113,13 @@ size_t qlm__conv2d_fwd_scratch_ex(const qlm_conv_shape *s,
         return qlm__dw_fwd_scratch(s);
     conv_plan p;
     conv_plan_make(s, o, &p);
-    return (size_t)(p.n_slots * p.cols_len) * sizeof(float);
+    size_t b = (size_t)(p.n_slots * p.cols_len) * sizeof(float);
+    /* room for both: the im2col path is the fallback if oneDNN fails */
+    if (use_dnnl(s, o, false)) {
+        const size_t d = qlm__dnnl_fwd_scratch(s);
+        b = d > b ? d : b;
+    }
+    return b;
 }
 
 size_t qlm__conv2d_bwd_scratch_ex(const qlm_conv_shape *s,
@@ -114,8 +129,13 @@ size_t qlm__conv2d_bwd_scratch_ex(const qlm_conv_shape *s,
     conv_plan p;
     conv_plan_make(s, o, &p);
     /* slot 0 accumulates into dw itself; dcols reuses the im2col buffer */
-    return (size_t)(p.n_slots * p.cols_len + (p.n_slots - 1) * p.dw_len) *
-           sizeof(float);
+    size_t b = (size_t)(p.n_slots * p.cols_len + (p.n_slots - 1) * p.dw_len) *
+               sizeof(float);
+    if (use_dnnl(s, o, true)) {
+        const size_t d = qlm__dnnl_bwd_scratch(s);
+        b = d > b ? d : b;
+    }
+    return b;
 }
 
 /* ------------------------------------------------------ im2col / col2im */
@@ -439,6 +459,9 @@ void qlm__conv2d_fwd_ex(const qlm_conv_shape *s, const float *x,
         qlm__dw_fwd(s, x, w, bias, y, scratch, pool, qlm__kops_get(o->isa));
         return;
     }
+    if (use_dnnl(s, o, false) &&
+        qlm__dnnl_fwd(s, x, w, bias, y, scratch, pool))
+        return;
     conv_plan p;
     conv_plan_make(s, o, &p);
     conv_run r = {.s = s, .p = &p, .x = x, .w = w, .bias = bias, .y = y,
@@ -458,6 +481,9 @@ void qlm__conv2d_bwd_ex(const qlm_conv_shape *s, const float *x,
     conv_plan p;
     conv_plan_make(s, o, &p);
     if (db) bias_grad(p.total, s->out_c, dy, db);
+    if (use_dnnl(s, o, true) &&
+        qlm__dnnl_bwd(s, x, w, dy, dx, dw, scratch, pool, k))
+        return;
     conv_run r = {.s = s, .p = &p, .x = x, .w = w, .dy = dy, .dx = dx,
                   .dw = dw, .scratch = scratch, .k = k};
     run_slots(&r, pool, bwd_slot, dx != NULL);

@@ -122,6 +122,7 @@ extern const qlm__kops qlm__kops_avx512;
 typedef struct {
     size_t chunk_bytes; /* im2col budget per slot; at least one row */
     qlm__isa isa;       /* inner kernels: depthwise path and col2im */
+    bool dnnl;          /* im2col-path shapes run on oneDNN (conv_dnnl.c) */
 } qlm__conv_opts;
 
 void qlm__conv_opts_default(qlm__conv_opts *o);
@@ -149,6 +150,30 @@ void qlm__conv2d_bwd_ex(const qlm_conv_shape *s, const float *x,
                         const float *w, const float *dy, float *dx,
                         float *dw, float *db, void *scratch, qlm_pool *pool,
                         const qlm__conv_opts *o);
+
+/*
+ * oneDNN path (conv_dnnl.c), used for the im2col-path shapes when
+ * opts.dnnl is set. The batch is split into min(n, QLM__DNNL_SLOTS) fixed
+ * image ranges, so results do not depend on the thread count.
+ * The *_scratch queries return 0 when oneDNN cannot run the shape; the
+ * run functions return false (outputs untouched, except y/dw may hold
+ * garbage that the caller's fallback overwrites) when anything fails.
+ */
+#define QLM__DNNL_SLOTS 4
+/* Backward on oneDNN only from this many input channels per group: for
+ * the 1-channel stem its weight gradient was measured 2-3x slower than
+ * im2col + sgemm. */
+#define QLM__DNNL_BWD_MIN_CPG 4
+
+bool qlm__dnnl_supported(const qlm_conv_shape *s);
+size_t qlm__dnnl_fwd_scratch(const qlm_conv_shape *s);
+size_t qlm__dnnl_bwd_scratch(const qlm_conv_shape *s);
+bool qlm__dnnl_fwd(const qlm_conv_shape *s, const float *x, const float *w,
+                   const float *bias, float *y, void *scratch,
+                   qlm_pool *pool);
+bool qlm__dnnl_bwd(const qlm_conv_shape *s, const float *x, const float *w,
+                   const float *dy, float *dx, float *dw, void *scratch,
+                   qlm_pool *pool, const qlm__kops *k);
 
 /* Depthwise path (conv_dw.c). */
 size_t qlm__dw_fwd_scratch(const qlm_conv_shape *s);
