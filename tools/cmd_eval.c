@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "qualm/kernels.h"
+#include "qualm/qgraph.h"
 #include "qualm/train.h"
 
 static qlm_split split_from_name(const char *s) {
@@ -18,13 +19,14 @@ int cmd_eval(int argc, char **argv) {
     bool json = false;
     qlm_cpu_info cpu;
     qlm_cpu_detect(&cpu);
-    int threads = cpu.logical_cores, batch = 256;
+    int threads = cpu.logical_cores, batch = 256, limit = 0;
     const cli_opt opts[] = {
         {"data", OPT_STR, &data, "NAME", "dataset", "fashion-mnist|mnist", 0, 0},
         {"data-dir", OPT_STR, &data_dir, "DIR", "dataset folder (default: $QUALM_DATA/<name> or the Debian package's)", NULL, 0, 0},
         {"split", OPT_STR, &split, "NAME", "split to evaluate", "test|val|train", 0, 0},
         {"batch", OPT_INT, &batch, "N", "batch size", NULL, 1, 65536},
         {"threads", OPT_INT, &threads, "T", "threads", NULL, 1, 256},
+        {"limit", OPT_INT, &limit, "N", "evaluate only the first N samples of the split (0 = all)", NULL, 0, 1 << 30},
         {"json", OPT_FLAG, &json, "", "print the result as JSON on stdout", NULL, 0, 0},
     };
     const cli_command cmd = {"eval", "FILE.qlm [options]",
@@ -40,7 +42,13 @@ int cmd_eval(int argc, char **argv) {
     qlm_err err;
     qlm_err_clear(&err);
     qlm_graph *g = NULL;
-    if (qlm_file_load(path, &g, NULL, &err) != QLM_OK) return cli_fail("eval", &err);
+    qlm_qgraph *qg = NULL; /* an int8 model (qualm quantize) */
+    qlm_qfile_kind kind = QLM_QFILE_FLOAT;
+    if (qlm_qfile_probe(path, &kind, &err) != QLM_OK) return cli_fail("eval", &err);
+    if ((kind == QLM_QFILE_INT8 ? qlm_qfile_load(path, &qg, &err) : qlm_file_load(path, &g, NULL, &err)) != QLM_OK)
+        return cli_fail("eval", &err);
+    char arch[64];
+    snprintf(arch, sizeof arch, "%s%s", g ? g->arch : qg->arch, g ? "" : ", int8");
     char dirbuf[QLM_DATA_PATH_MAX];
     if (!data_dir) data_dir = qlm_default_data_dir(data, dirbuf, sizeof dirbuf);
     qlm_dataset *ds = NULL;
@@ -49,18 +57,27 @@ int cmd_eval(int argc, char **argv) {
     qlm_eval_result res;
     qlm_status st = pool ? QLM_OK : qlm_err_set(&err, QLM_ERR_NOMEM, "cannot start %d threads", threads);
     if (st == QLM_OK) st = qlm_dataset_load(data, data_dir, split_from_name(split), &ds, &err);
-    if (st == QLM_OK) st = qlm_evaluate(g, ds, batch, pool, &res, &err);
+    if (st == QLM_OK && limit > 0 && limit < ds->n) { /* a view of the first samples */
+        qlm_dataset *head = qlm_dataset_slice(ds, 0, limit);
+        if (!head) st = qlm_err_set(&err, QLM_ERR_NOMEM, "out of memory");
+        if (st == QLM_OK) {
+            st = g ? qlm_evaluate(g, head, batch, pool, &res, &err) : qlm_qevaluate(qg, head, batch, &res, &err);
+            qlm_dataset_free(head);
+        }
+    } else if (st == QLM_OK)
+        st = g ? qlm_evaluate(g, ds, batch, pool, &res, &err) : qlm_qevaluate(qg, ds, batch, &res, &err);
     qlm_dataset_free(ds);
     qlm_pool_free(pool);
     if (st != QLM_OK) {
         qlm_graph_free(g);
+        qlm_qgraph_free(qg);
         return cli_fail("eval", &err);
     }
     if (json) {
         printf("{\"model\": ");
         json_str(stdout, path);
         printf(", \"arch\": ");
-        json_str(stdout, g->arch);
+        json_str(stdout, arch);
         printf(", \"data\": ");
         json_str(stdout, data);
         printf(", \"split\": ");
@@ -68,9 +85,10 @@ int cmd_eval(int argc, char **argv) {
         printf(", \"n\": %lld, \"accuracy\": %.6f, \"nll\": %.6f, \"seconds\": %.3f}\n",
                (long long)res.n, res.accuracy, res.nll, res.seconds);
     } else {
-        printf("%s (%s) on %s/%s: n %lld, accuracy %.2f%%, NLL %.4f (%.1f s)\n", path, g->arch,
+        printf("%s (%s) on %s/%s: n %lld, accuracy %.2f%%, NLL %.4f (%.1f s)\n", path, arch,
                data, split, (long long)res.n, 100 * res.accuracy, res.nll, res.seconds);
     }
     qlm_graph_free(g);
+    qlm_qgraph_free(qg);
     return EXIT_OK;
 }

@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "qualm/models.h"
+#include "qualm/qgraph.h"
 #include "qualm/qlmfile.h"
 
 static void print_table(const qlm_graph *g) {
@@ -44,6 +45,49 @@ static void print_json(const qlm_graph *g, const char *file, long long file_byte
     printf("]}\n");
 }
 
+/* An int8 model: every tensor with its type, shape, scale and zero point. */
+static void print_int8(const qlm_qgraph *qg, const char *file, long long bytes, bool json) {
+    const qlm_qnode *in = &qg->nodes[0], *out = &qg->nodes[qg->n_nodes - 1];
+    if (json) {
+        printf("{\"arch\": ");
+        json_str(stdout, qg->arch);
+        printf(", \"dtype\": \"int8\", \"file\": ");
+        json_str(stdout, file);
+        printf(", \"file_bytes\": %lld, \"weight_bytes\": %lld, \"arena_bytes_batch1\": %zu, \"tensors\": [",
+               bytes, (long long)qg->n_w8, qlm_qexec_size(qg, 1));
+        for (int i = 0; i < qg->n_nodes; i++) {
+            const qlm_qnode *n = &qg->nodes[i];
+            printf("%s{\"name\": ", i ? ", " : "");
+            json_str(stdout, n->name);
+            printf(", \"op\": \"%s\", \"type\": \"%s\", \"shape\": [%d, %d, %d], \"scale\": %.9g, "
+                   "\"zero_point\": %d}", qlm_qop_name(n->kind), qlm_dtype_name(n->dtype), n->h, n->w, n->c,
+                   n->scale, n->zero_point);
+        }
+        printf("]}\n");
+        return;
+    }
+    printf("arch     %s (int8)\ninput    %dx%dx%d (HxWxC)\noutputs  %d\nnodes    %d\n"
+           "weights  %lld int8, %lld int32 biases\narena    %zu bytes at batch 1\nfile     %s (%lld bytes)\n",
+           qg->arch, in->h, in->w, in->c, out->c, qg->n_nodes, (long long)qg->n_w8, (long long)qg->n_bias,
+           qlm_qexec_size(qg, 1), file, bytes);
+    printf("%-4s %-30s %-11s %-6s %-4s %-12s %-13s %5s %s\n", "id", "tensor", "op", "inputs", "type",
+           "shape (HxWxC)", "scale", "zp", "fused");
+    for (int i = 0; i < qg->n_nodes; i++) {
+        const qlm_qnode *n = &qg->nodes[i];
+        char ins[16] = "-", shape[32];
+        if (n->n_in == 1) snprintf(ins, sizeof ins, "%d", n->in[0]);
+        if (n->n_in == 2) snprintf(ins, sizeof ins, "%d,%d", n->in[0], n->in[1]);
+        snprintf(shape, sizeof shape, "%dx%dx%d", n->h, n->w, n->c);
+        static const char *const acts[] = {"", "relu", "relu6"};
+        if (n->dtype == QLM_I8)
+            printf("%-4d %-30s %-11s %-6s %-4s %-12s %-13.7g %5d %s\n", i, n->name, qlm_qop_name(n->kind), ins,
+                   qlm_dtype_name(n->dtype), shape, n->scale, n->zero_point, acts[n->act]);
+        else
+            printf("%-4d %-30s %-11s %-6s %-4s %-12s %-13s %5s\n", i, n->name, qlm_qop_name(n->kind), ins,
+                   qlm_dtype_name(n->dtype), shape, "-", "-");
+    }
+}
+
 int cmd_info(int argc, char **argv) {
     const char *model = NULL;
     int h = 28, w = 28, c = 1, classes = 10;
@@ -74,9 +118,18 @@ int cmd_info(int argc, char **argv) {
     qlm_graph *g = NULL;
     long long bytes = -1;
     if (path) {
-        if (qlm_file_load(path, &g, NULL, &err) != QLM_OK) return cli_fail("info", &err);
         struct stat st;
         if (stat(path, &st) == 0) bytes = (long long)st.st_size;
+        qlm_qfile_kind kind = QLM_QFILE_FLOAT;
+        if (qlm_qfile_probe(path, &kind, &err) != QLM_OK) return cli_fail("info", &err);
+        if (kind == QLM_QFILE_INT8) {
+            qlm_qgraph *qg = NULL;
+            if (qlm_qfile_load(path, &qg, &err) != QLM_OK) return cli_fail("info", &err);
+            print_int8(qg, path, bytes, json);
+            qlm_qgraph_free(qg);
+            return EXIT_OK;
+        }
+        if (qlm_file_load(path, &g, NULL, &err) != QLM_OK) return cli_fail("info", &err);
     } else {
         qlm_model_opts mo = qlm_model_opts_default();
         if (qlm_model_build(model, h, w, c, classes, &mo, &g, &err) != QLM_OK) return cli_fail("info", &err);

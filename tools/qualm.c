@@ -15,6 +15,7 @@ static const subcommand subcommands[] = {
     {"train", cmd_train, "train a zoo model on a dataset (fp32), with checkpoints and --resume"},
     {"eval", cmd_eval, "evaluate a .qlm model on a dataset split (accuracy, NLL)"},
     {"info", cmd_info, "describe a .qlm file or a zoo model (layers, params, MACs)"},
+    {"quantize", cmd_quantize, "quantize a float model to int8 (post-training static quantization)"},
     {"metrics", cmd_metrics, "uncertainty metrics of predictions in a CSV file (ECE, AUROC, AURC, ...)"},
 };
 
@@ -44,7 +45,7 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof subcommands / sizeof *subcommands; i++)
         if (strcmp(name, subcommands[i].name) == 0) return subcommands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "qualm: unknown command '%s' (accepted: train, eval, info, metrics, version; see qualm --help)\n",
+    fprintf(stderr, "qualm: unknown command '%s' (accepted: train, eval, info, quantize, metrics, version; see qualm --help)\n",
             name);
     return EXIT_USAGE;
 }

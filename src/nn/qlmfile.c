@@ -380,6 +380,7 @@ static qlm_status scan_sections(reader *r, qlm_err *err) {
     uint32_t n_sec = get_u32(r->buf + HDR_SECTIONS);
     uint64_t off = get_u32(r->buf + HDR_HEADER_BYTES);
     const uint64_t end = r->size - CRC_BYTES;
+    bool int8 = false;
     for (uint32_t s = 0; s < n_sec; s++) {
         if (end - off < SECTION_HEAD)
             return fail(r, err, QLM_ERR_FORMAT,
@@ -401,6 +402,7 @@ static qlm_status scan_sections(reader *r, qlm_err *err) {
                 return fail(r, err, QLM_ERR_FORMAT,
                             "section %s: non-zero padding", name);
         section *k = known_section(r, tag);
+        if (tag == TAG('Q', 'G', 'R', 'F')) int8 = true; /* qualm/qgraph.h */
         if (k && k->found)
             return fail(r, err, QLM_ERR_FORMAT, "section %s appears twice", name);
         if (k) *k = (section){h + SECTION_HEAD, len, true};
@@ -415,6 +417,9 @@ static qlm_status scan_sections(reader *r, qlm_err *err) {
                           : !r->parm.found ? "PARM"
                           : !r->stat.found ? "STAT"
                                            : NULL;
+    if (missing && int8 && !r->grph.found)
+        return fail(r, err, QLM_ERR_FORMAT, "holds an int8 model (section "
+                    "QGRF), not a float graph: load it with qlm_qfile_load");
     if (missing)
         return fail(r, err, QLM_ERR_FORMAT, "missing section %s", missing);
     return QLM_OK;
