@@ -57,15 +57,16 @@ int cmd_eval(int argc, char **argv) {
     qlm_eval_result res;
     qlm_status st = pool ? QLM_OK : qlm_err_set(&err, QLM_ERR_NOMEM, "cannot start %d threads", threads);
     if (st == QLM_OK) st = qlm_dataset_load(data, data_dir, split_from_name(split), &ds, &err);
-    if (st == QLM_OK && limit > 0 && limit < ds->n) { /* a view of the first samples */
-        qlm_dataset *head = qlm_dataset_slice(ds, 0, limit);
-        if (!head) st = qlm_err_set(&err, QLM_ERR_NOMEM, "out of memory");
-        if (st == QLM_OK) {
-            st = g ? qlm_evaluate(g, head, batch, pool, &res, &err) : qlm_qevaluate(qg, head, batch, &res, &err);
-            qlm_dataset_free(head);
-        }
-    } else if (st == QLM_OK)
-        st = g ? qlm_evaluate(g, ds, batch, pool, &res, &err) : qlm_qevaluate(qg, ds, batch, &res, &err);
+    const qlm_dataset *eval_ds = ds;
+    qlm_dataset *head = NULL; /* a view of the first --limit samples */
+    if (st == QLM_OK && limit > 0 && limit < ds->n) {
+        head = qlm_dataset_slice(ds, 0, limit);
+        if (head) eval_ds = head;
+        else st = qlm_err_set(&err, QLM_ERR_NOMEM, "out of memory");
+    }
+    if (st == QLM_OK)
+        st = g ? qlm_evaluate(g, eval_ds, batch, pool, &res, &err) : qlm_qevaluate(qg, eval_ds, batch, &res, &err);
+    qlm_dataset_free(head);
     qlm_dataset_free(ds);
     qlm_pool_free(pool);
     if (st != QLM_OK) {
