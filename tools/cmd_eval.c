@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "qualm/kernels.h"
 #include "qualm/qgraph.h"
+#include "qualm/qmodes.h"
 #include "qualm/train.h"
 
 static qlm_split split_from_name(const char *s) {
@@ -43,12 +44,17 @@ int cmd_eval(int argc, char **argv) {
     qlm_err_clear(&err);
     qlm_graph *g = NULL;
     qlm_qgraph *qg = NULL; /* an int8 model (qualm quantize) */
+    qlm_mgraph *mg = NULL; /* an fp16 or dynamic model */
     qlm_qfile_kind kind = QLM_QFILE_FLOAT;
     if (qlm_qfile_probe(path, &kind, &err) != QLM_OK) return cli_fail("eval", &err);
-    if ((kind == QLM_QFILE_INT8 ? qlm_qfile_load(path, &qg, &err) : qlm_file_load(path, &g, NULL, &err)) != QLM_OK)
-        return cli_fail("eval", &err);
+    qlm_status ld = kind == QLM_QFILE_INT8    ? qlm_qfile_load(path, &qg, &err)
+                    : kind == QLM_QFILE_FLOAT ? qlm_file_load(path, &g, NULL, &err)
+                                              : qlm_mfile_load(path, &mg, &err);
+    if (ld != QLM_OK) return cli_fail("eval", &err);
     char arch[64];
-    snprintf(arch, sizeof arch, "%s%s", g ? g->arch : qg->arch, g ? "" : ", int8");
+    if (g) snprintf(arch, sizeof arch, "%s", g->arch);
+    else if (qg) snprintf(arch, sizeof arch, "%s, int8", qg->arch);
+    else snprintf(arch, sizeof arch, "%s, %s", mg->g->arch, qlm_qmode_name(mg->mode));
     char dirbuf[QLM_DATA_PATH_MAX];
     if (!data_dir) data_dir = qlm_default_data_dir(data, dirbuf, sizeof dirbuf);
     qlm_dataset *ds = NULL;
@@ -64,14 +70,20 @@ int cmd_eval(int argc, char **argv) {
         if (head) eval_ds = head;
         else st = qlm_err_set(&err, QLM_ERR_NOMEM, "out of memory");
     }
-    if (st == QLM_OK)
-        st = g ? qlm_evaluate(g, eval_ds, batch, pool, &res, &err) : qlm_qevaluate(qg, eval_ds, batch, &res, &err);
+    int used = batch;
+    if (st == QLM_OK && g) st = qlm_evaluate(g, eval_ds, batch, pool, &res, &err);
+    else if (st == QLM_OK && qg) st = qlm_qevaluate(qg, eval_ds, batch, &res, &err);
+    else if (st == QLM_OK) st = qlm_mevaluate(mg, eval_ds, batch, pool, &res, &used, &err);
+    if (st == QLM_OK && used != batch)
+        fprintf(stderr, "qualm eval: dynamic model: batches of %d consecutive samples (activation ranges "
+                "are per batch; --batch is ignored so results are reproducible)\n", used);
     qlm_dataset_free(head);
     qlm_dataset_free(ds);
     qlm_pool_free(pool);
     if (st != QLM_OK) {
         qlm_graph_free(g);
         qlm_qgraph_free(qg);
+        qlm_mgraph_free(mg);
         return cli_fail("eval", &err);
     }
     if (json) {
@@ -91,5 +103,6 @@ int cmd_eval(int argc, char **argv) {
     }
     qlm_graph_free(g);
     qlm_qgraph_free(qg);
+    qlm_mgraph_free(mg);
     return EXIT_OK;
 }

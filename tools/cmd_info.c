@@ -8,6 +8,7 @@
 #include "qualm/models.h"
 #include "qualm/qgraph.h"
 #include "qualm/qlmfile.h"
+#include "qualm/qmodes.h"
 
 static void print_table(const qlm_graph *g) {
     printf("%-4s %-34s %-15s %-8s %-15s %10s\n", "id", "name", "op", "inputs", "output (HxWxC)", "params");
@@ -88,6 +89,61 @@ static void print_int8(const qlm_qgraph *qg, const char *file, long long bytes, 
     }
 }
 
+/* Storage of node i's parameters in an fp16 / dynamic model. */
+static const char *storage(const qlm_mgraph *m, int i) {
+    const qlm_node *n = &m->g->nodes[i];
+    if (n->n_param == 0) return "-";
+    if (m->mode == QLM_QMODE_FP16) return "f16";
+    if (m->w_off[i] < 0) return "f32";
+    return n->a.has_bias ? "s8/ch+f32 bias" : "s8/ch";
+}
+
+/* An fp16 or dynamic model: the folded graph, each tensor's type. */
+static void print_mode(const qlm_mgraph *m, const char *file, long long bytes, bool json) {
+    const qlm_graph *g = m->g;
+    const char *act = m->mode == QLM_QMODE_FP16 ? "float16" : "float32";
+    if (json) {
+        printf("{\"arch\": ");
+        json_str(stdout, g->arch);
+        printf(", \"dtype\": \"%s\", \"file\": ", qlm_qmode_name(m->mode));
+        json_str(stdout, file);
+        printf(", \"file_bytes\": %lld, \"params\": %lld, \"int8_weights\": %lld, \"tensors\": [", bytes,
+               (long long)g->n_params, (long long)m->n_w8);
+        for (int i = 0; i < g->n_nodes; i++) {
+            const qlm_node *n = &g->nodes[i];
+            printf("%s{\"name\": ", i ? ", " : "");
+            json_str(stdout, n->name);
+            printf(", \"op\": \"%s\", \"type\": \"%s\", \"shape\": [%d, %d, %d], \"params\": %lld, "
+                   "\"param_storage\": \"%s\"}", qlm_op_name(n->kind), act, n->h, n->w, n->c,
+                   (long long)n->n_param, storage(m, i));
+        }
+        printf("]}\n");
+        return;
+    }
+    const qlm_node *in = &g->nodes[0];
+    printf("arch     %s (%s, batch norm folded)\ninput    %dx%dx%d (HxWxC)\noutputs  %d\nnodes    %d\n"
+           "params   %lld (%lld int8 weights, %lld per-channel scales)\nmacs     %lld\nfile     %s (%lld bytes)\n",
+           g->arch, qlm_qmode_name(m->mode), in->h, in->w, in->c, g->nodes[g->n_nodes - 1].c, g->n_nodes,
+           (long long)g->n_params, (long long)m->n_w8, (long long)m->n_scale, (long long)qlm_graph_macs(g),
+           file, bytes);
+    if (m->mode == QLM_QMODE_FP16)
+        printf("numerics every tensor binary16 (rounded after each node; fp32 accumulation inside a kernel)\n");
+    else
+        printf("numerics conv/linear inputs quantized per batch (asymmetric int8, min/max of the batch),\n"
+               "         int32 accumulation, dequantized with s_in*s_w[c]; everything else float32\n");
+    printf("%-4s %-30s %-15s %-6s %-8s %-13s %8s %s\n", "id", "tensor", "op", "inputs", "type", "shape (HxWxC)",
+           "params", "stored as");
+    for (int i = 0; i < g->n_nodes; i++) {
+        const qlm_node *n = &g->nodes[i];
+        char ins[16] = "-", shape[32];
+        if (n->n_in == 1) snprintf(ins, sizeof ins, "%d", n->in[0]);
+        if (n->n_in == 2) snprintf(ins, sizeof ins, "%d,%d", n->in[0], n->in[1]);
+        snprintf(shape, sizeof shape, "%dx%dx%d", n->h, n->w, n->c);
+        printf("%-4d %-30s %-15s %-6s %-8s %-13s %8lld %s\n", i, n->name, qlm_op_name(n->kind), ins, act, shape,
+               (long long)n->n_param, storage(m, i));
+    }
+}
+
 int cmd_info(int argc, char **argv) {
     const char *model = NULL;
     int h = 28, w = 28, c = 1, classes = 10;
@@ -127,6 +183,13 @@ int cmd_info(int argc, char **argv) {
             if (qlm_qfile_load(path, &qg, &err) != QLM_OK) return cli_fail("info", &err);
             print_int8(qg, path, bytes, json);
             qlm_qgraph_free(qg);
+            return EXIT_OK;
+        }
+        if (kind == QLM_QFILE_FP16 || kind == QLM_QFILE_DYNAMIC) {
+            qlm_mgraph *mg = NULL;
+            if (qlm_mfile_load(path, &mg, &err) != QLM_OK) return cli_fail("info", &err);
+            print_mode(mg, path, bytes, json);
+            qlm_mgraph_free(mg);
             return EXIT_OK;
         }
         if (qlm_file_load(path, &g, NULL, &err) != QLM_OK) return cli_fail("info", &err);

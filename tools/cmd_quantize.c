@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "qualm/qgraph.h"
+#include "qualm/qmodes.h"
 
 /* The first n samples of the validation split, normalized, [n][h][w][c]. */
 static qlm_status calib_images(const char *data, const char *dir, int n,
@@ -63,22 +64,50 @@ static qlm_status quantize_ptq(const char *in_path, const char *out_path,
     return st;
 }
 
+/* fp16 / dynamic: no calibration, the weights alone decide. */
+static qlm_status quantize_mode(const char *in_path, const char *out_path,
+                                qlm_qmode mode, qlm_err *err) {
+    qlm_graph *g = NULL;
+    qlm_mgraph *m = NULL;
+    qlm_status st = qlm_file_load(in_path, &g, NULL, err);
+    if (st == QLM_OK) st = qlm_mgraph_build(g, mode, &m, err);
+    if (st == QLM_OK) st = qlm_mfile_save(out_path, m, err);
+    if (st == QLM_OK && mode == QLM_QMODE_FP16)
+        printf("%s (%s) -> %s: fp16, batch norm folded, %d nodes, %lld binary16 "
+               "parameters; every activation rounded to binary16\n", in_path, g->arch,
+               out_path, m->g->n_nodes, (long long)m->g->n_params);
+    if (st == QLM_OK && mode == QLM_QMODE_DYNAMIC)
+        printf("%s (%s) -> %s: dynamic, batch norm folded, %d nodes, %lld int8 "
+               "weights (%lld per-channel scales), %lld float parameters; "
+               "activations quantized per batch at run time\n", in_path, g->arch,
+               out_path, m->g->n_nodes, (long long)m->n_w8, (long long)m->n_scale,
+               (long long)(m->g->n_params - m->n_w8));
+    qlm_mgraph_free(m);
+    qlm_graph_free(g);
+    return st;
+}
+
 int cmd_quantize(int argc, char **argv) {
     const char *mode = "ptq", *observer = "minmax", *out = NULL;
     const char *data = "fashion-mnist", *data_dir = NULL;
     int calib = 1000;
     const cli_opt opts[] = {
-        {"mode", OPT_STR, &mode, "MODE", "quantization mode (dynamic and fp16 are not built yet)", "ptq", 0, 0},
+        {"mode", OPT_STR, &mode, "MODE", "quantization mode", "ptq|fp16|dynamic", 0, 0},
         {"observer", OPT_STR, &observer, "KIND", "activation range observer", "minmax|ema|percentile|mse", 0, 0},
         {"calib", OPT_INT, &calib, "N", "calibration images: the first N of the validation split", NULL, 1, 1000000},
         {"out", OPT_STR, &out, "FILE", "output .qlm file (required)", NULL, 0, 0},
         {"data", OPT_STR, &data, "NAME", "dataset of the calibration images", "fashion-mnist|mnist", 0, 0},
         {"data-dir", OPT_STR, &data_dir, "DIR", "dataset folder (default: $QUALM_DATA/<name> or the Debian package's)", NULL, 0, 0},
     };
-    const cli_command cmd = {"quantize", "FLOAT.qlm --mode ptq --out FILE.qlm [options]",
-                             "Quantize a float model. ptq: fold batch norm, calibrate int8 activation ranges\n"
-                             "on the first N validation images, quantize weights per output channel, and\n"
-                             "write the integer graph (evaluate it with qualm eval).",
+    const cli_command cmd = {"quantize", "FLOAT.qlm --mode ptq|fp16|dynamic --out FILE.qlm [options]",
+                             "Quantize a float model (every mode folds batch norm first).\n"
+                             "  ptq      calibrate int8 activation ranges on the first N validation images,\n"
+                             "           quantize weights per output channel, write the integer graph\n"
+                             "  fp16     binary16 weights, every activation rounded to binary16 (an fp16\n"
+                             "           accelerator such as the Myriad X VPU); no calibration\n"
+                             "  dynamic  int8 weights per output channel, conv/linear inputs quantized per\n"
+                             "           batch at run time (PyTorch dynamic quantization); no calibration\n"
+                             "Evaluate the result with qualm eval, inspect it with qualm info.",
                              opts, (int)(sizeof opts / sizeof *opts), "FLOAT.qlm"};
     const char *path = NULL;
     int rc = cli_parse(&cmd, argc, argv, &path);
@@ -93,6 +122,10 @@ int cmd_quantize(int argc, char **argv) {
     if (qlm_observer_kind_parse(observer, &kind) != QLM_OK) {
         fprintf(stderr, "qualm quantize: unknown observer '%s'\n", observer);
         return EXIT_USAGE;
+    }
+    if (strcmp(mode, "fp16") == 0 || strcmp(mode, "dynamic") == 0) {
+        qlm_qmode m = mode[0] == 'f' ? QLM_QMODE_FP16 : QLM_QMODE_DYNAMIC;
+        return quantize_mode(path, out, m, &err) == QLM_OK ? EXIT_OK : cli_fail("quantize", &err);
     }
     char dirbuf[QLM_DATA_PATH_MAX];
     if (!data_dir) data_dir = qlm_default_data_dir(data, dirbuf, sizeof dirbuf);

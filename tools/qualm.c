@@ -16,6 +16,7 @@ static const subcommand subcommands[] = {
     {"eval", cmd_eval, "evaluate a .qlm model on a dataset split (accuracy, NLL)"},
     {"info", cmd_info, "describe a .qlm file or a zoo model (layers, params, MACs)"},
     {"quantize", cmd_quantize, "quantize a float model to int8 (post-training static quantization)"},
+    {"predict", cmd_predict, "run a model over a dataset split and dump its raw input and output tensors"},
     {"metrics", cmd_metrics, "uncertainty metrics of predictions in a CSV file (ECE, AUROC, AURC, ...)"},
 };
 
@@ -45,7 +46,7 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof subcommands / sizeof *subcommands; i++)
         if (strcmp(name, subcommands[i].name) == 0) return subcommands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "qualm: unknown command '%s' (accepted: train, eval, info, quantize, metrics, version; see qualm --help)\n",
+    fprintf(stderr, "qualm: unknown command '%s' (accepted: train, eval, info, quantize, predict, metrics, version; see qualm --help)\n",
             name);
     return EXIT_USAGE;
 }

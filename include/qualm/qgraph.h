@@ -232,12 +232,14 @@ qlm_status qlm_qfile_load(const char *path, qlm_qgraph **out, qlm_err *err);
 typedef enum {
     QLM_QFILE_FLOAT = 0, /* a float graph (GRPH): qlm_file_load */
     QLM_QFILE_INT8 = 1,  /* an int8 graph (QGRF): qlm_qfile_load */
+    QLM_QFILE_FP16 = 2,  /* fp16 (MGRF + HPRM): qlm_mfile_load, qmodes.h */
+    QLM_QFILE_DYNAMIC = 3, /* dynamic (MGRF + DPRM): qlm_mfile_load */
 } qlm_qfile_kind;
 
 /**
  * Read the container (magic, version, sizes, CRC, section table) and say
- * which kind of model the file holds. QLM_ERR_FORMAT when neither GRPH nor
- * QGRF is present.
+ * which kind of model the file holds. QLM_ERR_FORMAT when none of GRPH,
+ * QGRF, MGRF + HPRM, MGRF + DPRM is present.
  */
 qlm_status qlm_qfile_probe(const char *path, qlm_qfile_kind *kind,
                            qlm_err *err);

@@ -25,6 +25,7 @@
  * the section sizes bound.
  */
 #include "qualm/qgraph.h"
+#include "qmodes_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,6 +59,9 @@ _Static_assert(R_SIZE - R_NAME == sizeof(((qlm_qnode *)0)->name),
 #define TAG_GRPH TAG('G', 'R', 'P', 'H')
 #define TAG_QGRF TAG('Q', 'G', 'R', 'F')
 #define TAG_QPRM TAG('Q', 'P', 'R', 'M')
+#define TAG_MGRF TAG('M', 'G', 'R', 'F') /* fp16 / dynamic: mfile.c */
+#define TAG_HPRM TAG('H', 'P', 'R', 'M')
+#define TAG_DPRM TAG('D', 'P', 'R', 'M')
 
 static const uint8_t magic[8] = {'Q', 'U', 'A', 'L', 'M', 'Q', 'L', 'M'};
 
@@ -186,7 +190,7 @@ typedef struct {
     const char *path;
     const uint8_t *buf;
     size_t size;
-    section meta, grph, qgrf, qprm;
+    section meta, grph, qgrf, qprm, mgrf, hprm, dprm;
 } reader;
 
 #if defined(__GNUC__)
@@ -232,6 +236,9 @@ static section *known(reader *r, uint32_t tag) {
     case TAG_GRPH: return &r->grph;
     case TAG_QGRF: return &r->qgrf;
     case TAG_QPRM: return &r->qprm;
+    case TAG_MGRF: return &r->mgrf;
+    case TAG_HPRM: return &r->hprm;
+    case TAG_DPRM: return &r->dprm;
     default: return NULL;
     }
 }
@@ -284,8 +291,10 @@ qlm_status qlm_qfile_probe(const char *path, qlm_qfile_kind *kind,
     if (st == QLM_OK) {
         if (r.qgrf.found) *kind = QLM_QFILE_INT8;
         else if (r.grph.found) *kind = QLM_QFILE_FLOAT;
-        else st = fail(&r, err, QLM_ERR_FORMAT, "holds no model (no GRPH or "
-                       "QGRF section)");
+        else if (r.mgrf.found && r.hprm.found) *kind = QLM_QFILE_FP16;
+        else if (r.mgrf.found && r.dprm.found) *kind = QLM_QFILE_DYNAMIC;
+        else st = fail(&r, err, QLM_ERR_FORMAT, "holds no model (no GRPH, "
+                       "QGRF, or MGRF with HPRM or DPRM section)");
     }
     free(buf);
     return st;
@@ -425,6 +434,69 @@ qlm_status qlm_qfile_load(const char *path, qlm_qgraph **out, qlm_err *err) {
     uint8_t *buf = NULL;
     qlm_status st = open_container(&r, &buf, err);
     if (st == QLM_OK) st = decode(&r, out, err);
+    free(buf);
+    return st;
+}
+
+/* ------------------------------------ the container for other files */
+
+qlm_status qlm__qcontainer_read(const char *path, uint8_t **buf,
+                                qlm__qsection *secs, int *n_secs,
+                                qlm_err *err) {
+    reader r = {0};
+    r.path = path;
+    *buf = NULL;
+    *n_secs = 0;
+    qlm_status st = open_container(&r, buf, err); /* checks every section */
+    if (st != QLM_OK) {
+        free(*buf);
+        *buf = NULL;
+        return st;
+    }
+    uint32_t n = get_u32(r.buf + 24);
+    uint64_t off = get_u32(r.buf + 12);
+    if (n > QLM__MAX_SECTIONS) {
+        free(*buf);
+        *buf = NULL;
+        return fail(&r, err, QLM_ERR_FORMAT, "%u sections, at most %d", n,
+                    QLM__MAX_SECTIONS);
+    }
+    for (uint32_t s = 0; s < n; s++) {
+        const uint8_t *h = r.buf + off;
+        uint64_t len = get_u64(h + 8);
+        secs[s] = (qlm__qsection){get_u32(h), h + SECTION_HEAD, len};
+        for (uint32_t t = 0; t < s; t++)
+            if (secs[t].tag == secs[s].tag) {
+                free(*buf);
+                *buf = NULL;
+                return fail(&r, err, QLM_ERR_FORMAT, "section %u appears "
+                            "twice", s);
+            }
+        off += SECTION_HEAD + pad8(len);
+    }
+    *n_secs = (int)n;
+    return QLM_OK;
+}
+
+qlm_status qlm__qcontainer_write(const char *path, int n,
+                                 const qlm__qsection *secs, qlm_err *err) {
+    uint64_t total = HEADER_BYTES + CRC_BYTES;
+    for (int s = 0; s < n; s++) total += SECTION_HEAD + pad8(secs[s].len);
+    uint8_t *buf = calloc(1, (size_t)total);
+    if (!buf) return qlm_err_set(err, QLM_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(buf, magic, 8);
+    put_u32(buf + 8, FILE_VERSION);
+    put_u32(buf + 12, HEADER_BYTES);
+    put_u64(buf + 16, total);
+    put_u32(buf + 24, (uint32_t)n);
+    uint8_t *d = buf + HEADER_BYTES;
+    for (int s = 0; s < n; s++) {
+        d = put_section(d, secs[s].tag, secs[s].len);
+        if (secs[s].len) memcpy(d, secs[s].p, (size_t)secs[s].len);
+        d += pad8(secs[s].len);
+    }
+    put_u32(buf + total - CRC_BYTES, qlm_crc32(0, buf, (size_t)total - CRC_BYTES));
+    qlm_status st = qlm_write_atomic(path, buf, (size_t)total, err);
     free(buf);
     return st;
 }

@@ -1,0 +1,70 @@
+/*
+ * dynkern.c — int8 x int8 -> int32 accumulation kernels of the dynamic
+ * mode (qualm/qmodes.h). Scalar, with the innermost loop over contiguous
+ * input channels (NHWC activations, OHWI weights) so compilers vectorize
+ * it; the accumulation is exact, so any order gives the same int32.
+ */
+#include "qualm/qmodes.h"
+
+/* One output pixel of sample b: acc[oc] for every output channel. */
+static void conv_pixel(const qlm_conv_shape *s, const int8_t *xb, int32_t zp,
+                       const int8_t *w, int oy, int ox, int32_t *acc) {
+    const int icg = s->in_c / s->groups, ocg = s->out_c / s->groups;
+    const int y0 = oy * s->stride_h - s->pad_top, x0 = ox * s->stride_w - s->pad_left;
+    for (int oc = 0; oc < s->out_c; oc++) {
+        const int g = oc / ocg;
+        int32_t a = 0;
+        for (int ky = 0; ky < s->k_h; ky++) {
+            const int iy = y0 + ky;
+            if (iy < 0 || iy >= s->in_h) continue; /* padding: real 0 */
+            for (int kx = 0; kx < s->k_w; kx++) {
+                const int ix = x0 + kx;
+                if (ix < 0 || ix >= s->in_w) continue;
+                const int8_t *xp = xb + ((int64_t)iy * s->in_w + ix) * s->in_c + g * icg;
+                const int8_t *wp = w + (((int64_t)oc * s->k_h + ky) * s->k_w + kx) * icg;
+                for (int i = 0; i < icg; i++)
+                    a += ((int32_t)xp[i] - zp) * (int32_t)wp[i];
+            }
+        }
+        acc[oc] = a;
+    }
+}
+
+void qlm_conv2d_s8_acc_range(const qlm_conv_shape *s, int n0, int n1,
+                             const int8_t *x, int32_t x_zp, const int8_t *w,
+                             int32_t *acc) {
+    const int64_t in_per = (int64_t)s->in_h * s->in_w * s->in_c;
+    const int64_t out_per = (int64_t)s->out_h * s->out_w * s->out_c;
+    for (int b = n0; b < n1; b++)
+        for (int oy = 0; oy < s->out_h; oy++)
+            for (int ox = 0; ox < s->out_w; ox++)
+                conv_pixel(s, x + b * in_per, x_zp, w, oy, ox,
+                           acc + b * out_per +
+                               ((int64_t)oy * s->out_w + ox) * s->out_c);
+}
+
+void qlm_conv2d_s8_acc_ref(const qlm_conv_shape *s, const int8_t *x,
+                           int32_t x_zp, const int8_t *w, int32_t *acc) {
+    qlm_conv2d_s8_acc_range(s, 0, s->n, x, x_zp, w, acc);
+}
+
+void qlm_linear_s8_acc_ref(int m, int in, int out, const int8_t *x,
+                           int32_t x_zp, const int8_t *w, int32_t *acc) {
+    for (int r = 0; r < m; r++)
+        for (int o = 0; o < out; o++) {
+            const int8_t *xp = x + (int64_t)r * in, *wp = w + (int64_t)o * in;
+            int32_t a = 0;
+            for (int i = 0; i < in; i++) a += ((int32_t)xp[i] - x_zp) * (int32_t)wp[i];
+            acc[(int64_t)r * out + o] = a;
+        }
+}
+
+void qlm_dequant_acc_f32(int64_t rows, int c, const int32_t *acc, float s_in,
+                         const float *s_w, const float *bias, float *y) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int k = 0; k < c; k++) {
+            const float m = s_in * s_w[k];
+            float v = (float)acc[r * c + k] * m;
+            y[r * c + k] = bias ? v + bias[k] : v;
+        }
+}
