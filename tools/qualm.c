@@ -16,7 +16,6 @@ static const subcommand subcommands[] = {
     {"eval", cmd_eval, "evaluate a .qlm model on a dataset split (accuracy, NLL)"},
     {"info", cmd_info, "describe a .qlm file or a zoo model (layers, params, MACs)"},
     {"quantize", cmd_quantize, "quantize a float model: int8 (ptq), fp16 or dynamic"},
-    {"predict", cmd_predict, "run a model over a split and dump raw input/output tensors"},
     {"predict", cmd_predict, "run a model over a dataset split and dump its raw input and output tensors"},
     {"metrics", cmd_metrics, "uncertainty metrics of predictions in a CSV file (ECE, AUROC, AURC, ...)"},
 };
