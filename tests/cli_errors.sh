@@ -73,5 +73,45 @@ for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-labels-idx1-ubyte;
 done
 gzip -dc /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz | head -c 100000 >"$tmp/fm/t10k-images-idx3-ubyte"
 expect 1 "t10k-images-idx3-ubyte.*truncated" -- "$QUALM" eval "$tmp/m.qlm" --data-dir "$tmp/fm"
+
+# fp16 and dynamic models (qualm quantize --mode fp16|dynamic): the same
+# corruption test, 20 truncations and 20 flipped bytes each, for info, eval
+# and predict; plus the usage errors of quantize and predict.
+for c in quantize predict; do
+  "$QUALM" "$c" --help >"$tmp/out" 2>&1 && grep -q "usage: qualm $c" "$tmp/out" && ok || bad "$c --help"
+done
+expect 2 "accepted: ptq\|fp16\|dynamic" -- "$QUALM" quantize "$tmp/m.qlm" --mode fp8 --out "$tmp/x.qlm"
+expect 2 "dump-input" -- "$QUALM" predict "$tmp/m.qlm"
+expect 2 "accepted: test\|val\|train" -- "$QUALM" predict "$tmp/m.qlm" --split dev --dump-output "$tmp/o.bin"
+expect 1 "$tmp/missing.qlm" -- "$QUALM" predict "$tmp/missing.qlm" --dump-output "$tmp/o.bin"
+expect 1 "$tmp/missing.qlm" -- "$QUALM" quantize "$tmp/missing.qlm" --mode fp16 --out "$tmp/x.qlm"
+expect 1 "nodir/o.bin" -- "$QUALM" predict "$tmp/m.qlm" --limit 3 --dump-output "$tmp/nodir/o.bin"
+for mode in fp16 dynamic; do
+  "$QUALM" quantize "$tmp/m.qlm" --mode "$mode" --out "$tmp/$mode.qlm" >/dev/null \
+    || { bad "quantize --mode $mode"; continue; }
+  "$QUALM" info "$tmp/$mode.qlm" | grep -q "($mode, batch norm folded)" && ok || bad "info $mode"
+  msize=$(stat -c %s "$tmp/$mode.qlm")
+  for i in $(seq 1 40); do
+    f="$tmp/bad-$mode-$i.qlm"
+    if [ "$i" -le 20 ]; then
+      case $i in 1) n=0;; 2) n=63;; 3) n=$((msize - 1));; 4) n=$((msize - 4));;
+        *) n=$(( (RANDOM * 32768 + RANDOM) % msize ));; esac
+      head -c "$n" "$tmp/$mode.qlm" >"$f"
+    else
+      cp "$tmp/$mode.qlm" "$f"
+      off=$(( (RANDOM * 32768 + RANDOM) % msize ))
+      byte=$(od -An -tu1 -j "$off" -N1 "$f" | tr -d ' ')
+      printf "$(printf '\\%03o' $(( (byte ^ (1 + RANDOM % 255)) & 255 )))" | dd of="$f" bs=1 seek="$off" conv=notrunc status=none
+    fi
+    for cmd in info eval predict; do
+      extra=(); [ "$cmd" = predict ] && extra=(--limit 5 --dump-output "$tmp/o.bin")
+      "$QUALM" "$cmd" "$f" "${extra[@]}" >"$tmp/out" 2>"$tmp/err"; rc=$?
+      lines=$(wc -l <"$tmp/err")
+      if [ "$rc" -ne 1 ] || [ "$lines" -ne 1 ] || ! grep -q "bad-$mode-$i.qlm" "$tmp/err"; then
+        bad "$cmd corrupted $mode file $i: exit $rc, stderr: $(head -c 300 "$tmp/err")"
+      else ok; fi
+    done
+  done
+done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
