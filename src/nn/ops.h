@@ -57,6 +57,9 @@ typedef struct {
     void *saved;        /* saved_bytes(max_batch): forward -> backward */
     void *scratch;      /* scratch_bytes(max_batch, mode): per call only */
     qlm_pool *pool;
+    /* The whole graph, read-only: QAT ops look up the quantization of the
+     * tensor they read (ops_qat.c). */
+    const qlm_graph *graph;
     /*
      * Batch norm only: the relu/relu6 node right after it, when the
      * executor fuses the two (see exec.c). Forward then also writes act_y;

@@ -145,6 +145,44 @@ static void fq_weights(int oc, int64_t inner, float *w, float *scale,
                            QLM_S8_WMAX, w);
 }
 
+/*
+ * Scale of the int8 tensor node nd reads, as qlm_lower sees it: the
+ * fake_quant behind pass-through nodes (flatten, dropout, max / average
+ * pooling keep their input's quantization). 0 when there is none, or it is
+ * off or has no range yet.
+ */
+static float input_scale(const qlm_op_ctx *c) {
+    const qlm_graph *g = c->graph;
+    int i = c->nd->in[0];
+    for (;;) {
+        qlm_op_kind k = g->nodes[i].kind;
+        if (i == 0 || (k != QLM_OP_FLATTEN && k != QLM_OP_DROPOUT &&
+                       k != QLM_OP_MAXPOOL && k != QLM_OP_AVGPOOL))
+            break;
+        i = g->nodes[i].in[0];
+    }
+    if (g->nodes[i].kind != QLM_OP_FAKE_QUANT) return 0.0f;
+    const float *st = g->state + g->nodes[i].state_off;
+    qlm_qparams qp;
+    if (st[QLM_FQ_OFF] != 0.0f || st[QLM_FQ_INIT] == 0.0f ||
+        qlm_qparams_asym_s8(st[QLM_FQ_MIN], st[QLM_FQ_MAX], &qp) != QLM_OK)
+        return 0.0f;
+    return qp.scale;
+}
+
+/*
+ * Round biases as the integer graph stores them: int32 codes with scale
+ * s_in * s_w[c] (qlm_quantize_bias_s32), back in float. q is scratch for oc
+ * codes. Without an input scale the biases stay as they are.
+ */
+static void fq_bias(int oc, float *b, float s_in, const float *s_w,
+                    int32_t *q) {
+    if (s_in <= 0.0f || qlm_quantize_bias_s32(oc, b, s_in, s_w, q, NULL) != QLM_OK)
+        return;
+    for (int c = 0; c < oc; c++)
+        b[c] = (float)((double)q[c] * (double)(s_in * s_w[c]));
+}
+
 /* ===================================================== conv_bn_qat */
 
 static qlm_conv_shape cbq_shape(const qlm_node *nd, const qlm_node *in, int n) {
@@ -313,8 +351,10 @@ static void cbq_fold(const qlm_op_ctx *c, const cbq_params *p, cbq_saved *s) {
                             (bias - (double)p->run_mean[ch]) * k);
         s->k[ch] = (float)k;
     }
-    if (p->run_flags[QLM_CBQ_WQ_OFF] == 0.0f)
-        fq_weights(oc, inner, s->wq, s->scale, s->zp, false);
+    if (p->run_flags[QLM_CBQ_WQ_OFF] != 0.0f) return;
+    fq_weights(oc, inner, s->wq, s->scale, s->zp, false);
+    fq_bias(oc, s->bf, input_scale(c), s->scale, s->zp);
+    memset(s->zp, 0, (size_t)oc * sizeof(int32_t));
 }
 
 /* running = (1 - momentum) running + momentum batch (unbiased variance),
@@ -494,22 +534,29 @@ static void lq_init_state(const qlm_node *nd, const qlm_node *const src[2],
     state[0] = 0.0f;
 }
 
-/* Saved: wq[nw], scale[oc], zp[oc]. */
+/* Saved: wq[nw], scale[oc], zp[oc], rounded bias[oc]. */
 static size_t lq_saved(const qlm_node *nd, const qlm_node *const src[2],
                        int max_batch, qlm_mode mode) {
     (void)max_batch;
     (void)mode;
-    return (size_t)(lq_weights(nd, src[0]) + 2 * (int64_t)nd->c) * sizeof(float);
+    return (size_t)(lq_weights(nd, src[0]) + 3 * (int64_t)nd->c) * sizeof(float);
 }
 
 static void lq_fwd(const qlm_op_ctx *c) {
     const int64_t nw = lq_weights(c->nd, c->src[0]);
     const int oc = c->nd->c, in = (int)qlm_node_numel(c->src[0]);
-    float *wq = c->saved, *scale = wq + nw;
+    float *wq = c->saved, *scale = wq + nw, *bq = scale + 2 * oc;
+    int32_t *zp = (int32_t *)(scale + oc);
     memcpy(wq, c->param, (size_t)nw * sizeof(float));
-    if (c->state[0] == 0.0f)
-        fq_weights(oc, in, wq, scale, (int32_t *)(scale + oc), true);
     const float *b = c->nd->a.has_bias ? c->param + nw : NULL;
+    if (c->state[0] == 0.0f) {
+        fq_weights(oc, in, wq, scale, zp, true);
+        if (b) {
+            memcpy(bq, b, (size_t)oc * sizeof(float));
+            fq_bias(oc, bq, input_scale(c), scale, zp);
+            b = bq;
+        }
+    }
     qlm_linear_fwd_f32(c->n, in, oc, c->x[0], wq, b, c->y);
 }
 
