@@ -263,14 +263,16 @@ qlm_status qlm_qfile_probe(const char *path, qlm_qfile_kind *kind,
  *     b_fold = beta + (b - running_mean) k (exactly qlm_fold_bn's
  *     arithmetic), wq = per-channel symmetric fake quant of w_fold
  *     (scale = max|w_fold[c]| / 127, as qlm_lower).
- *       eval mode or bn_frozen: y = conv(x, wq) + b_fold  (the folded conv)
+ *       eval mode or bn_frozen: y = conv(x, wq) + bq  (the int8 conv), bq =
+ *         b_fold rounded to int32 codes of scale s_in * s_w[c] as
+ *         qlm_lower stores it (s_in: the fake_quant feeding the conv)
  *       training, not frozen:   y = BN_batch(conv(x, wq) / k + b), updating
  *         the running statistics (PyTorch's ConvBn QAT).
  *     Backward is exact for that forward, with the STE through the weight
  *     rounding (every weight lies inside its channel's range).
  *   QLM_OP_LINEAR_QAT   a linear layer whose weights are fake-quantized
- *     per tensor (qlm_lower uses one scale per fully connected layer).
- *     State: wq_off.
+ *     per tensor (qlm_lower uses one scale per fully connected layer),
+ *     its bias rounded as conv_bn_qat's. State: wq_off.
  * `off` / `wq_off` disable the rounding (gradient checks of the exact math).
  */
 enum {
