@@ -20,6 +20,7 @@
 #include "harness.h"
 #include "nn/ops.h"
 #include "qualm/graph.h"
+#include "qualm/qgraph.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -52,6 +53,8 @@ typedef struct {
 } gc;
 
 static qlm_rng rng_;
+/* Called by gc_run after the params are randomized (QAT flags, statistics). */
+static void (*gc_setup_)(qlm_graph *g);
 
 static float unif(float lo, float hi) {
     return lo + (hi - lo) * qlm_rng_uniform(&rng_);
@@ -185,6 +188,7 @@ static void gc_run(qlm_graph *g, int n, input_kind kind, const char *label) {
     qlm_graph_init_params(g, &rng_);
     /* Move gamma off 1, beta and biases off 0: all paths then matter. */
     for (int64_t i = 0; i < g->n_params; i++) g->params[i] += unif(-0.3f, 0.3f);
+    if (gc_setup_) gc_setup_(g);
     gc t = {.g = g, .n = n, .out = qlm_graph_output(g),
             .fixed_h = kind == IN_DISTINCT};
     t.e = qlm_exec_new(g, n + 1, QLM_MODE_TRAIN, NULL, &err);
@@ -516,6 +520,299 @@ static void test_dropout_mask(void) {
     qlm_graph_free(d.g);
 }
 
+/* ------------------------------------------------ QAT ops (ops_qat.c) */
+
+/*
+ * Finite differences see the exact math with the rounding disabled
+ * (wq_off): conv_bn_qat with batch statistics (the fold and its undo, the
+ * gradient through k = gamma / sqrt(running_var + eps)) and frozen (the
+ * folded conv with b_fold = beta + (b - mean) k), linear_qat. The
+ * straight-through estimator is checked separately against plain conv /
+ * linear ops run on independently rounded weights.
+ */
+static bool cbq_frozen_;
+
+static void cbq_setup(qlm_graph *g) {
+    for (int i = 1; i < g->n_nodes; i++) {
+        const qlm_node *nd = &g->nodes[i];
+        float *st = g->state + nd->state_off;
+        if (nd->kind == QLM_OP_LINEAR_QAT) st[0] = 1.0f;
+        if (nd->kind != QLM_OP_CONV_BN_QAT) continue;
+        for (int c = 0; c < nd->c; c++) {
+            st[c] = unif(-0.2f, 0.2f);
+            st[nd->c + c] = unif(0.5f, 2.0f);
+        }
+        st[2 * nd->c + QLM_CBQ_FROZEN] = cbq_frozen_ ? 1.0f : 0.0f;
+        st[2 * nd->c + QLM_CBQ_WQ_OFF] = 1.0f;
+    }
+}
+
+static qlm_node *cbq_add(qlm_graph *g, int last, const conv_case *k, int c) {
+    int groups = k->groups ? k->groups : c;
+    qlm_attrs a = window(k->k_h, k->k_w, k->stride_h, k->stride_w, k->pad_h,
+                         k->pad_w);
+    a.groups = groups;
+    a.out_c = k->mult * groups;
+    a.has_bias = k->bias;
+    a.momentum = 0.25f;
+    int id = add_node(g, QLM_OP_CONV_BN_QAT, last, -1, &a, k->label);
+    return id > 0 ? &g->nodes[id] : NULL;
+}
+
+static void test_conv_bn_qat(void) {
+    gc_setup_ = cbq_setup;
+    static const int cases[] = {0, 1, 2, 4, 7, 9, 12};
+    for (int frozen = 0; frozen < 2; frozen++)
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            const conv_case *k = &conv_cases[cases[i]];
+            cbq_frozen_ = frozen;
+            int c = k->groups == 2 ? pick(even_c, 3) : pick(c_set, 5);
+            int last;
+            qlm_graph *g = begin(pick(hw_set, 3), pick(hw_set, 3), c, &last,
+                                 k->pass);
+            cbq_add(g, last, k, c);
+            char label[96];
+            snprintf(label, sizeof label, "conv_bn_qat %s %s", k->label,
+                     frozen ? "frozen" : "batch stats");
+            gc_run(g, pick(batch_set, 2), IN_SMOOTH, label);
+        }
+    gc_setup_ = NULL;
+}
+
+static void test_linear_qat(void) {
+    gc_setup_ = cbq_setup;
+    for (int trial = 0; trial < 3; trial++) {
+        int last;
+        qlm_graph *g = begin(pick(hw_set, 3), pick(hw_set, 3), pick(c_set, 5),
+                             &last, trial != 2);
+        qlm_attrs a = qlm_attrs_default();
+        a.out_c = 1 + (int)qlm_rng_below(&rng_, 5);
+        a.has_bias = trial & 1;
+        add_node(g, QLM_OP_LINEAR_QAT, last, -1, &a, "linear_qat");
+        gc_run(g, pick(batch_set, 2), IN_SMOOTH, "linear_qat");
+    }
+    gc_setup_ = NULL;
+}
+
+/* Symmetric int8 rounding written out: s = max|w| / 127 (float), q =
+ * clamp(roundf(w / s), -127, 127) (half away from zero), w = q s. */
+static void ref_round(float *w, int64_t n, float s) {
+    for (int64_t j = 0; j < n; j++) {
+        float q = roundf(w[j] / s);
+        q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
+        w[j] = q * s;
+    }
+}
+
+static float ref_absmax(const float *w, int64_t n) {
+    float a = 0.0f;
+    for (int64_t j = 0; j < n; j++) a = fmaxf(a, fabsf(w[j]));
+    return a;
+}
+
+/* A training-mode forward/backward of one node after the pass node with
+ * input x and output gradient r; returns dx, dparam (malloc'ed). */
+typedef struct {
+    float *y, *dx, *dp;
+} run_out;
+
+static run_out run_once(qlm_graph *g, int n, const float *x, const float *r) {
+    qlm_err err = {0};
+    qlm_exec *e = qlm_exec_new(g, n, QLM_MODE_TRAIN, NULL, &err);
+    CHECK_MSG(e != NULL, "%s", err.msg);
+    int64_t ni = qlm_node_numel(&g->nodes[0]) * n;
+    int out = qlm_graph_output(g);
+    int64_t no = qlm_node_numel(&g->nodes[out]) * n;
+    run_out o = {malloc((size_t)no * sizeof(float)), malloc((size_t)ni * sizeof(float)),
+                 malloc((size_t)g->n_params * sizeof(float))};
+    memcpy(qlm_exec_input(e), x, (size_t)ni * sizeof(float));
+    CHECK(qlm_forward(g, e, n, QLM_MODE_TRAIN, 1, false) == QLM_OK);
+    memcpy(o.y, qlm_exec_value(e, out), (size_t)no * sizeof(float));
+    memcpy(qlm_exec_grad(e, out), r, (size_t)no * sizeof(float));
+    CHECK(qlm_backward(g, e, n, o.dp) == QLM_OK);
+    memcpy(o.dx, qlm_exec_grad(e, 1), (size_t)ni * sizeof(float));
+    qlm_exec_free(e);
+    return o;
+}
+
+static void run_free(run_out *o) {
+    free(o->y);
+    free(o->dx);
+    free(o->dp);
+}
+
+static int near_count(const float *a, const float *b, int64_t n, double atol,
+                      double rtol) {
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs((double)a[i] - (double)b[i]) <= atol + rtol * fabs((double)b[i]))) {
+            if (bad < 3)
+                fprintf(stderr, "  [%lld] %.8g vs %.8g\n", (long long)i, a[i], b[i]);
+            bad++;
+        }
+    return bad;
+}
+
+/* Frozen conv_bn_qat with rounding == conv2d(x, round(w k), b_fold), and its
+ * gradients are the conv's mapped through the fold (STE on the weights). */
+static void test_conv_bn_qat_ste(void) {
+    for (size_t ci = 0; ci < 4; ci++) {
+        const conv_case *k = &conv_cases[ci * 3];
+        int c = k->groups == 2 ? 4 : 3, n = 3, last;
+        int hw = pick(hw_set, 3);
+        qlm_graph *g = begin(hw, hw, c, &last, true);
+        qlm_node *nd = cbq_add(g, last, k, c);
+        qlm_err err = {0};
+        CHECK(qlm_graph_finalize(g, &err) == QLM_OK);
+        qlm_graph_init_params(g, &rng_);
+        for (int64_t i = 0; i < g->n_params; i++) g->params[i] += unif(-0.3f, 0.3f);
+        const int oc = nd->c;
+        const int64_t nw = nd->n_param - (k->bias ? 3 : 2) * oc, inner = nw / oc;
+        float *st = g->state + nd->state_off;
+        for (int j = 0; j < oc; j++) st[j] = unif(-0.2f, 0.2f), st[oc + j] = unif(0.5f, 2.0f);
+        st[2 * oc + QLM_CBQ_FROZEN] = 1.0f;
+        const float *w = g->params + nd->param_off, *b = k->bias ? w + nw : NULL;
+        const float *gamma = w + nw + (k->bias ? oc : 0), *beta = gamma + oc;
+
+        /* the reference: a plain conv with rounded folded weights */
+        int rl;
+        qlm_graph *h = begin(hw, hw, c, &rl, true);
+        qlm_attrs a = nd->a;
+        a.has_bias = 1;
+        int rid = add_node(h, QLM_OP_CONV2D, rl, -1, &a, "ref");
+        CHECK(qlm_graph_finalize(h, &err) == QLM_OK);
+        float *rw = h->params + h->nodes[rid].param_off, *rb = rw + nw;
+        float *kk = malloc((size_t)oc * sizeof(float));
+        for (int j = 0; j < oc; j++) {
+            double kd = (double)gamma[j] / sqrt((double)st[oc + j] + (double)nd->a.eps);
+            kk[j] = (float)kd;
+            for (int64_t t = 0; t < inner; t++)
+                rw[j * inner + t] = (float)((double)w[j * inner + t] * kd);
+            ref_round(rw + j * inner, inner, ref_absmax(rw + j * inner, inner) / 127.0f);
+            rb[j] = (float)((double)beta[j] + ((b ? (double)b[j] : 0.0) - (double)st[j]) * kd);
+        }
+        int64_t ni = (int64_t)hw * hw * c * n, no = qlm_node_numel(nd) * n;
+        float *x = malloc((size_t)ni * sizeof(float)), *r = malloc((size_t)no * sizeof(float));
+        fill_input(x, ni, IN_SMOOTH);
+        for (int64_t i = 0; i < no; i++) r[i] = unif(-1.0f, 1.0f);
+        run_out q = run_once(g, n, x, r), p = run_once(h, n, x, r);
+        CHECK_MSG(near_count(q.y, p.y, no, 1e-5, 1e-5) == 0, "%s: y", k->label);
+        CHECK_MSG(near_count(q.dx, p.dx, ni, 1e-5, 1e-5) == 0, "%s: dx", k->label);
+        /* dw = dWq k; dbeta = db; db = db k; dgamma = (sum dWq w + db (b -
+         * mean)) / sqrt(var + eps) */
+        const float *pdw = p.dp + h->nodes[rid].param_off, *pdb = pdw + nw;
+        float *want = malloc((size_t)g->n_params * sizeof(float));
+        for (int j = 0; j < oc; j++) {
+            double dk = (double)pdb[j] * ((b ? (double)b[j] : 0.0) - (double)st[j]);
+            for (int64_t t = 0; t < inner; t++) {
+                want[j * inner + t] = pdw[j * inner + t] * kk[j];
+                dk += (double)pdw[j * inner + t] * (double)w[j * inner + t];
+            }
+            float *wg = want + nw + (k->bias ? oc : 0);
+            if (k->bias) want[nw + j] = pdb[j] * kk[j];
+            wg[j] = (float)(dk / sqrt((double)st[oc + j] + (double)nd->a.eps));
+            wg[oc + j] = pdb[j];
+        }
+        CHECK_MSG(near_count(q.dp + nd->param_off, want, nd->n_param, 1e-5, 1e-4) == 0,
+                  "%s: dparam", k->label);
+        checked_kind[QLM_OP_CONV_BN_QAT] = true;
+        run_free(&q);
+        run_free(&p);
+        free(want);
+        free(kk);
+        free(x);
+        free(r);
+        qlm_graph_free(g);
+        qlm_graph_free(h);
+    }
+}
+
+/* linear_qat == linear(x, per-tensor rounded w); dw is the linear's dw. */
+static void test_linear_qat_ste(void) {
+    for (int bias = 0; bias < 2; bias++) {
+        int last, rl, n = 3;
+        qlm_graph *g = begin(3, 5, 2, &last, true);
+        qlm_attrs a = qlm_attrs_default();
+        a.out_c = 4;
+        a.has_bias = bias;
+        int id = add_node(g, QLM_OP_LINEAR_QAT, last, -1, &a, "linear_qat");
+        qlm_graph *h = begin(3, 5, 2, &rl, true);
+        int rid = add_node(h, QLM_OP_LINEAR, rl, -1, &a, "ref");
+        qlm_err err = {0};
+        CHECK(qlm_graph_finalize(g, &err) == QLM_OK);
+        CHECK(qlm_graph_finalize(h, &err) == QLM_OK);
+        qlm_graph_init_params(g, &rng_);
+        for (int64_t i = 0; i < g->n_params; i++) g->params[i] += unif(-0.3f, 0.3f);
+        const int64_t np = g->nodes[id].n_param, nw = np - (bias ? 4 : 0);
+        float *rw = h->params + h->nodes[rid].param_off;
+        memcpy(rw, g->params + g->nodes[id].param_off, (size_t)np * sizeof(float));
+        ref_round(rw, nw, ref_absmax(rw, nw) / 127.0f);
+        float x[3 * 30], r[3 * 4];
+        fill_input(x, 90, IN_SMOOTH);
+        for (int i = 0; i < 12; i++) r[i] = unif(-1.0f, 1.0f);
+        run_out q = run_once(g, n, x, r), p = run_once(h, n, x, r);
+        CHECK(near_count(q.y, p.y, 12, 1e-6, 1e-6) == 0);
+        CHECK(near_count(q.dx, p.dx, 90, 1e-6, 1e-6) == 0);
+        CHECK(near_count(q.dp + g->nodes[id].param_off,
+                         p.dp + h->nodes[rid].param_off, np, 1e-6, 1e-6) == 0);
+        checked_kind[QLM_OP_LINEAR_QAT] = true;
+        run_free(&q);
+        run_free(&p);
+        qlm_graph_free(g);
+        qlm_graph_free(h);
+    }
+}
+
+/* fake_quant: EMA range, values on the grid, STE mask, frozen range. */
+static void test_fake_quant_ste(void) {
+    int last, n = 4;
+    qlm_graph *g = begin(3, 3, 5, &last, true);
+    qlm_attrs a = qlm_attrs_default();
+    a.momentum = 0.25f;
+    int id = add_node(g, QLM_OP_FAKE_QUANT, last, -1, &a, "fq");
+    qlm_err err = {0};
+    CHECK(qlm_graph_finalize(g, &err) == QLM_OK);
+    float *st = g->state + g->nodes[id].state_off;
+    enum { NI = 4 * 45 };
+    float x[NI], r[NI];
+    for (int i = 0; i < NI; i++) x[i] = unif(-1.0f, 1.0f), r[i] = unif(-1.0f, 1.0f);
+    x[0] = -0.8f, x[1] = 0.9f; /* the batch's extremes */
+    for (int i = 2; i < NI; i++) x[i] = fminf(fmaxf(x[i], -0.8f), 0.9f);
+    run_out o = run_once(g, n, x, r);
+    /* first batch initializes the range: everything inside, dx = dy */
+    CHECK(st[QLM_FQ_INIT] == 1.0f && st[QLM_FQ_MIN] == -0.8f && st[QLM_FQ_MAX] == 0.9f);
+    CHECK(near_count(o.dx, r, NI, 0, 0) == 0);
+    const double s = (0.9 + 0.8) / 255.0;
+    for (int i = 0; i < NI; i++) /* on the grid, within half a step */
+        CHECK_MSG(fabs(o.y[i] - x[i]) <= 0.5 * s + 1e-6, "fq y[%d]", i);
+    run_free(&o);
+    /* second batch of range [-2, 2]: EMA 0.75 old + 0.25 new */
+    for (int i = 0; i < NI; i++) x[i] *= 2.0f / 0.9f;
+    x[0] = -2.0f, x[1] = 2.0f;
+    o = run_once(g, n, x, r);
+    CHECK_NEAR(st[QLM_FQ_MIN], 0.75 * -0.8 + 0.25 * -2.0, 1e-6, 0);
+    CHECK_NEAR(st[QLM_FQ_MAX], 0.75 * 0.9 + 0.25 * 2.0, 1e-6, 0);
+    const double lo = st[QLM_FQ_MIN], hi = st[QLM_FQ_MAX];
+    int inside = 0, outside = 0;
+    for (int i = 0; i < NI; i++) {
+        if (fabs(x[i] - lo) < 0.02 || fabs(x[i] - hi) < 0.02) continue;
+        bool in = x[i] > lo && x[i] < hi;
+        inside += in, outside += !in;
+        CHECK_MSG(o.dx[i] == (in ? r[i] : 0.0f), "STE at x = %g: dx %g", x[i], o.dx[i]);
+    }
+    CHECK(inside > 20 && outside > 20);
+    run_free(&o);
+    /* frozen: the range no longer moves */
+    st[QLM_FQ_FROZEN] = 1.0f;
+    float keep_lo = st[QLM_FQ_MIN], keep_hi = st[QLM_FQ_MAX];
+    for (int i = 0; i < NI; i++) x[i] *= 3.0f;
+    o = run_once(g, n, x, r);
+    CHECK(st[QLM_FQ_MIN] == keep_lo && st[QLM_FQ_MAX] == keep_hi);
+    run_free(&o);
+    checked_kind[QLM_OP_FAKE_QUANT] = true;
+    qlm_graph_free(g);
+}
+
 /* Every op kind but the input went through gc_run. */
 static void test_all_kinds_checked(void) {
     for (int k = 1; k < QLM_OP_COUNT; k++)
@@ -533,6 +830,11 @@ int main(void) {
     RUN(test_add);
     RUN(test_residual);
     RUN(test_dropout_mask);
+    RUN(test_conv_bn_qat);
+    RUN(test_linear_qat);
+    RUN(test_conv_bn_qat_ste);
+    RUN(test_linear_qat_ste);
+    RUN(test_fake_quant_ste);
     RUN(test_all_kinds_checked);
     return qlm_test_finish();
 }

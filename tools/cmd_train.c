@@ -1,4 +1,5 @@
-/* qualm train: fp32 training of a zoo model with the protocol's defaults. */
+/* qualm train: fp32 training of a zoo model with the protocol's defaults,
+ * or quantization-aware fine-tuning of a float model (--quant qat). */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@ int cmd_train(int argc, char **argv) {
     c.threads = cpu.logical_cores;
     bool json = false;
     int max_train = 0, max_val = 0;
+    const char *quant = "none";
     const cli_opt opts[] = {
         {"model", OPT_STR, &c.model, "NAME", "zoo model",
          "resnet8|resnet20|resnet32|mobilenet_v1|mobilenet_v1_100|mobilenet_v1_050|mobilenet_v1_025|duq_cnn", 0, 0},
@@ -27,8 +29,12 @@ int cmd_train(int argc, char **argv) {
         {"head-dropout", OPT_FLOAT, &c.head_dropout, "P", "dropout before the last linear layer", NULL, 0, 0.99},
         {"seed", OPT_U64, &c.seed, "S", "random seed (init, shuffle, augmentation, dropout)", NULL, 0, 9.2e18},
         {"threads", OPT_INT, &c.threads, "T", "threads", NULL, 1, 256},
-        {"out", OPT_STR, &c.out, "FILE.qlm", "output model; rewritten atomically after every epoch", NULL, 0, 0},
-        {"resume", OPT_FLAG, &c.resume, "", "continue from --out if it holds a checkpoint", NULL, 0, 0},
+        {"out", OPT_STR, &c.out, "FILE.qlm", "output model; rewritten atomically after every epoch (qat: the int8 model, written at the end)", NULL, 0, 0},
+        {"resume", OPT_FLAG, &c.resume, "", "continue from the checkpoint (--out, or --ckpt with qat) if it exists", NULL, 0, 0},
+        {"quant", OPT_STR, &quant, "MODE", "qat: quantization-aware fine-tuning of --from (lr 0.01, 2 epochs unless given)", "none|qat", 0, 0},
+        {"from", OPT_STR, &c.qat_from, "FLOAT.qlm", "qat: the trained float model to fine-tune", NULL, 0, 0},
+        {"ckpt", OPT_STR, &c.ckpt, "FILE.qlm", "qat: per-epoch checkpoint of the QAT graph (default: <out>.ckpt)", NULL, 0, 0},
+        {"freeze-bn-epoch", OPT_INT, &c.freeze_bn_epoch, "E", "qat: batch statistics for the first E epochs, then frozen BN and ranges (-1: the last epoch frozen)", NULL, -1, 100000},
         {"max-train", OPT_INT, &max_train, "N", "use only the first N training images (0 = all; for tests)", NULL, 0, 1e9},
         {"max-val", OPT_INT, &max_val, "N", "validate on the first N of the 5000 validation images (0 = all; for tests)", NULL, 0, 5000},
         {"stop-after", OPT_INT, &c.stop_after, "N", "stop after N epochs of this run, as if killed (for tests)", NULL, 0, 100000},
@@ -40,13 +46,28 @@ int cmd_train(int argc, char **argv) {
         "Train a zoo model in fp32 with SGD (momentum 0.9, weight decay 5e-4, batch 128,\n"
         "lr 0.1 cosine to 0), random-crop (pad 2) and flip augmentation, the last 5000\n"
         "training images held out for validation. A checkpoint is written after every\n"
-        "epoch; --resume continues a killed run and ends with the same weights.",
+        "epoch; --resume continues a killed run and ends with the same weights.\n"
+        "With --quant qat --from FLOAT.qlm: fine-tune the float model with fake\n"
+        "quantization where the int8 graph rounds and batch norm folded into the\n"
+        "convs, checkpoint the QAT graph to --ckpt each epoch, and at the end write\n"
+        "the int8 model (the input of qualm eval) to --out.",
         opts, (int)(sizeof opts / sizeof *opts), NULL};
     int rc = cli_parse(&cmd, argc, argv, NULL);
     if (rc >= 0) return rc;
     if (!c.out) {
         fprintf(stderr, "qualm train: --out FILE.qlm is required (see qualm train --help)\n");
         return EXIT_USAGE;
+    }
+    const bool qat = strcmp(quant, "qat") == 0;
+    if (qat != (c.qat_from != NULL)) {
+        fprintf(stderr, "qualm train: --quant qat and --from FLOAT.qlm go together (see qualm train --help)\n");
+        return EXIT_USAGE;
+    }
+    if (qat) {
+        bool lr_given = false;
+        for (int i = 1; i < argc; i++)
+            lr_given |= strcmp(argv[i], "--lr") == 0 || strncmp(argv[i], "--lr=", 5) == 0;
+        if (!lr_given) c.lr = QLM_QAT_LR;
     }
     c.max_train = max_train;
     c.max_val = max_val;
@@ -55,6 +76,23 @@ int cmd_train(int argc, char **argv) {
     qlm_err err;
     qlm_err_clear(&err);
     if (qlm_train_run(&c, &res, &err) != QLM_OK) return cli_fail("train", &err);
+    if (qat) {
+        if (json) {
+            printf("{\"from\": ");
+            json_str(stdout, c.qat_from);
+            printf(", \"out\": ");
+            json_str(stdout, c.out);
+            printf(", \"epochs_run\": %d, \"val_accuracy_qat\": %.6f, \"val_nll_qat\": %.6f, "
+                   "\"val_accuracy_int8\": %.6f, \"val_nll_int8\": %.6f, \"seconds\": %.3f, "
+                   "\"threads\": %d, \"seed\": %llu}\n",
+                   res.epochs_run, res.val_acc, res.val_loss, res.q_val_acc, res.q_val_loss,
+                   res.seconds, c.threads, (unsigned long long)c.seed);
+        } else {
+            printf("QAT of %s: int8 val accuracy %.2f%%, val NLL %.4f, saved %s\n", c.qat_from,
+                   100 * res.q_val_acc, res.q_val_loss, c.out);
+        }
+        return EXIT_OK;
+    }
     if (json) {
         printf("{\"model\": ");
         json_str(stdout, c.model);

@@ -39,6 +39,10 @@ typedef enum {
     QLM_OP_FLATTEN = 11,    /* NHWC order: h*w*c */
     QLM_OP_SOFTMAX = 12,
     QLM_OP_LOG_SOFTMAX = 13,
+    /* Quantization-aware training (qualm/qgraph.h, docs/quantization.md). */
+    QLM_OP_FAKE_QUANT = 14,  /* attrs: momentum (EMA of the range) */
+    QLM_OP_CONV_BN_QAT = 15, /* conv2d attrs + batch norm eps, momentum */
+    QLM_OP_LINEAR_QAT = 16,  /* attrs: out_c, has_bias */
     QLM_OP_COUNT
 } qlm_op_kind;
 

@@ -244,6 +244,89 @@ typedef enum {
 qlm_status qlm_qfile_probe(const char *path, qlm_qfile_kind *kind,
                            qlm_err *err);
 
+/* ------------------------------------------- quantization-aware training */
+
+/*
+ * QAT graph (docs/quantization.md, "Quantization-aware training"). Three
+ * op kinds of graph.h model the integer graph in float:
+ *
+ *   QLM_OP_FAKE_QUANT   int8 asymmetric per-tensor quantize-dequantize of
+ *     an activation. State [QLM_FQ_NSTATE]: range min, max, initialized,
+ *     frozen, off. A training-mode forward that is not frozen first moves
+ *     the range toward the batch's min/max (EMA, attrs.momentum; the first
+ *     batch initializes), then rounds with qlm_qparams_asym_s8(min, max),
+ *     the parameters qlm_lower derives from the same range. Eval mode and
+ *     frozen nodes use the stored range; an uninitialized or `off` node is
+ *     the identity. Backward: straight-through inside the range, 0 outside.
+ *   QLM_OP_CONV_BN_QAT  a conv with the batch norm after it folded in, as
+ *     the integer graph computes it. Params: conv w [, conv bias], gamma,
+ *     beta. State: running mean[c], var[c], then bn_frozen, wq_off.
+ *     With k = gamma / sqrt(running_var + eps), w_fold = w k and
+ *     b_fold = beta + (b - running_mean) k (exactly qlm_fold_bn's
+ *     arithmetic), wq = per-channel symmetric fake quant of w_fold
+ *     (scale = max|w_fold[c]| / 127, as qlm_lower).
+ *       eval mode or bn_frozen: y = conv(x, wq) + bq  (the int8 conv), bq =
+ *         b_fold rounded to int32 codes of scale s_in * s_w[c] as
+ *         qlm_lower stores it (s_in: the fake_quant feeding the conv)
+ *       training, not frozen:   y = BN_batch(conv(x, wq) / k + b), updating
+ *         the running statistics (PyTorch's ConvBn QAT).
+ *     Backward is exact for that forward, with the STE through the weight
+ *     rounding (every weight lies inside its channel's range).
+ *   QLM_OP_LINEAR_QAT   a linear layer whose weights are fake-quantized
+ *     per tensor (qlm_lower uses one scale per fully connected layer),
+ *     its bias rounded as conv_bn_qat's. State: wq_off.
+ * `off` / `wq_off` disable the rounding (gradient checks of the exact math).
+ */
+enum {
+    QLM_FQ_MIN = 0, QLM_FQ_MAX = 1, QLM_FQ_INIT = 2, QLM_FQ_FROZEN = 3,
+    QLM_FQ_OFF = 4, QLM_FQ_NSTATE = 5
+};
+/* conv_bn_qat flags after the 2c running statistics. */
+enum { QLM_CBQ_FROZEN = 0, QLM_CBQ_WQ_OFF = 1, QLM_CBQ_NFLAGS = 2 };
+
+/** Defaults: activation EMA momentum 0.01 (Jacob et al. 2018). */
+typedef struct {
+    float act_momentum;
+} qlm_qat_opts;
+qlm_qat_opts qlm_qat_opts_default(void);
+
+/**
+ * Float graph with batch norms -> QAT graph: every conv + batch norm
+ * becomes a conv_bn_qat (params and running statistics copied), every
+ * linear a linear_qat, and a fake_quant follows each node whose value the
+ * integer graph rounds (qlm_lower_plan of the folded graph: the input,
+ * each conv(+ReLU/ReLU6), add(+ReLU), global average pool, linear).
+ * QLM_ERR_UNSUPPORTED for what qlm_fold_bn or qlm_lower cannot handle and
+ * for a conv without a batch norm.
+ */
+qlm_status qlm_qat_prepare(const qlm_graph *g, const qlm_qat_opts *o,
+                           qlm_graph **out, qlm_err *err);
+
+/** Is g a QAT graph (does it hold a fake_quant or *_qat node)? */
+bool qlm_qat_is_qat(const qlm_graph *g);
+
+/**
+ * Freeze (1) or unfreeze (0) the batch statistics of every conv_bn_qat and
+ * the ranges of every fake_quant: frozen nodes compute in training mode
+ * exactly what they compute in eval mode (and the integer graph).
+ */
+void qlm_qat_freeze(qlm_graph *g, bool bn, bool observers);
+
+/**
+ * QAT graph -> folded float graph (same nodes as qlm_fold_bn of the
+ * float graph: fake_quant nodes dropped, conv_bn_qat folded with running
+ * statistics, linear_qat -> linear) and the activation ranges of its nodes
+ * (*act_min / *act_max [folded->n_nodes], malloc'ed, 0 where none) taken
+ * from the fake_quant states. QLM_ERR_ARG when a range that lowering needs
+ * was never observed.
+ */
+qlm_status qlm_qat_export(const qlm_graph *qat, qlm_graph **folded,
+                          float **act_min, float **act_max, qlm_err *err);
+
+/** qlm_qat_export then qlm_lower: the int8 graph of a QAT graph. */
+qlm_status qlm_qat_convert(const qlm_graph *qat, qlm_qgraph **out,
+                           qlm_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -50,7 +50,24 @@ typedef struct {
     float head_dropout;
     int stop_after;         /* >0: return after this many epochs of this run,
                                as if killed after the checkpoint (tests) */
+    /*
+     * Quantization-aware training (qlm_qat_prepare, qualm/qgraph.h): when
+     * qat_from is set, fine-tune that float .qlm as a QAT graph instead of
+     * building `model`; `out` then receives the int8 model (qlm_qfile_save)
+     * when the last epoch is done, and the per-epoch checkpoint (the QAT
+     * graph with training state) goes to `ckpt` (NULL: "<out>.ckpt").
+     * epochs 0 means QLM_QAT_EPOCHS. Batch statistics are used for the
+     * first freeze_bn_epoch epochs, frozen running statistics and frozen
+     * activation ranges after (-1: the last epoch runs frozen when there
+     * are at least two, else none).
+     */
+    const char *qat_from;
+    const char *ckpt;
+    int freeze_bn_epoch;
 } qlm_train_config;
+
+#define QLM_QAT_EPOCHS 2
+#define QLM_QAT_LR 0.01f
 
 qlm_train_config qlm_train_config_default(void);
 
@@ -60,6 +77,8 @@ typedef struct {
     double val_loss, val_acc;
     double seconds;
     double images_per_s;
+    /* QAT only: the saved int8 model on the validation images. */
+    double q_val_loss, q_val_acc;
 } qlm_train_result;
 
 /** Train (or resume) as configured; progress goes to stderr. */

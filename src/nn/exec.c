@@ -237,7 +237,7 @@ static qlm_status check_run(const qlm_graph *g, const qlm_exec *e, int n) {
  * consumers get dx = NULL. */
 static qlm_op_ctx make_ctx(qlm_graph *g, qlm_exec *e, int i, int n) {
     const qlm_node *nd = &g->nodes[i];
-    qlm_op_ctx c = {.nd = nd, .id = i, .n = n, .pool = e->pool};
+    qlm_op_ctx c = {.nd = nd, .id = i, .n = n, .pool = e->pool, .graph = g};
     qlm__node_src(g, nd, c.src);
     for (int j = 0; j < 2 && c.src[j]; j++) {
         c.x[j] = e->value[nd->in[j]];

@@ -19,4 +19,7 @@ const qlm_op_def *const qlm__ops[QLM_OP_COUNT] = {
     [QLM_OP_FLATTEN] = &qlm__op_flatten,
     [QLM_OP_SOFTMAX] = &qlm__op_softmax,
     [QLM_OP_LOG_SOFTMAX] = &qlm__op_log_softmax,
+    [QLM_OP_FAKE_QUANT] = &qlm__op_fake_quant,
+    [QLM_OP_CONV_BN_QAT] = &qlm__op_conv_bn_qat,
+    [QLM_OP_LINEAR_QAT] = &qlm__op_linear_qat,
 };

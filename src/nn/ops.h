@@ -57,6 +57,9 @@ typedef struct {
     void *saved;        /* saved_bytes(max_batch): forward -> backward */
     void *scratch;      /* scratch_bytes(max_batch, mode): per call only */
     qlm_pool *pool;
+    /* The whole graph, read-only: QAT ops look up the quantization of the
+     * tensor they read (ops_qat.c). */
+    const qlm_graph *graph;
     /*
      * Batch norm only: the relu/relu6 node right after it, when the
      * executor fuses the two (see exec.c). Forward then also writes act_y;
@@ -112,7 +115,7 @@ typedef struct {
     qlm_op_count_fn macs; /* multiply-accumulates for one sample */
 } qlm_op_def;
 
-_Static_assert(QLM_OP_COUNT == 14,
+_Static_assert(QLM_OP_COUNT == 17,
                "a new op kind needs an entry in qlm__ops (src/nn/ops.c)");
 
 /* The table, indexed by qlm_op_kind (ops.c). Every entry and member is set. */
@@ -128,6 +131,15 @@ extern const qlm_op_def qlm__op_relu, qlm__op_relu6, qlm__op_softmax,
 extern const qlm_op_def qlm__op_global_avgpool, qlm__op_avgpool,
     qlm__op_maxpool;                                        /* ops_pool.c */
 extern const qlm_op_def qlm__op_linear;                     /* ops_linear.c */
+extern const qlm_op_def qlm__op_fake_quant, qlm__op_conv_bn_qat,
+    qlm__op_linear_qat;                                     /* ops_qat.c */
+
+/* Shape inference of conv2d and linear (ops_conv.c, ops_linear.c), shared
+ * with their QAT twins. */
+qlm_status qlm__conv_infer(const qlm_node *nd, const qlm_node *const src[2],
+                           int32_t out[3], char *why, size_t len);
+qlm_status qlm__linear_infer(const qlm_node *nd, const qlm_node *const src[2],
+                             int32_t out[3], char *why, size_t len);
 
 /* ------------------------------------------- shared pieces (ops_misc.c) */
 

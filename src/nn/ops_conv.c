@@ -22,7 +22,7 @@ static qlm_conv_shape conv_shape(const qlm_node *nd, const qlm_node *in,
     return s;
 }
 
-static qlm_status conv_infer(const qlm_node *nd, const qlm_node *const src[2],
+qlm_status qlm__conv_infer(const qlm_node *nd, const qlm_node *const src[2],
                              int32_t out[3], char *why, size_t len) {
     const qlm_attrs *a = &nd->a;
     const qlm_node *in = src[0];
@@ -107,7 +107,7 @@ static int64_t conv_macs(const qlm_node *nd, const qlm_node *const src[2]) {
 const qlm_op_def qlm__op_conv2d = {
     .name = "conv2d",
     .n_in = 1,
-    .infer = conv_infer,
+    .infer = qlm__conv_infer,
     .n_param = conv_n_param,
     .n_state = qlm__op_count_zero,
     .init_param = conv_init,

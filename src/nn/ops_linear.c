@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 
-static qlm_status linear_infer(const qlm_node *nd,
+qlm_status qlm__linear_infer(const qlm_node *nd,
                                const qlm_node *const src[2], int32_t out[3],
                                char *why, size_t len) {
     (void)src;
@@ -68,7 +68,7 @@ static int64_t linear_macs(const qlm_node *nd, const qlm_node *const src[2]) {
 const qlm_op_def qlm__op_linear = {
     .name = "linear",
     .n_in = 1,
-    .infer = linear_infer,
+    .infer = qlm__linear_infer,
     .n_param = linear_n_param,
     .n_state = qlm__op_count_zero,
     .init_param = linear_init,

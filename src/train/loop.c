@@ -20,6 +20,7 @@
 #include "progress.h"
 #include "qualm/kernels.h"
 #include "qualm/models.h"
+#include "qualm/qgraph.h"
 
 enum { RNG_STREAM_INIT = 1, RNG_STREAM_SHUFFLE = 2 };
 
@@ -34,6 +35,7 @@ qlm_train_config qlm_train_config_default(void) {
     c.momentum = 0.9f;
     c.weight_decay = 5e-4f;
     c.threads = 1;
+    c.freeze_bn_epoch = -1;
     return c;
 }
 
@@ -46,7 +48,10 @@ static int profile_epochs(const char *profile) {
 
 static qlm_status check_config(const qlm_train_config *c, qlm_err *err) {
     if (!c->out || !*c->out) return qlm_err_set(err, QLM_ERR_ARG, "train: --out FILE.qlm is required");
-    if (!c->profile || !profile_epochs(c->profile))
+    if (c->qat_from && (c->freeze_bn_epoch < -1 || c->freeze_bn_epoch > 100000))
+        return qlm_err_set(err, QLM_ERR_ARG, "train: --freeze-bn-epoch %d out of range",
+                           c->freeze_bn_epoch);
+    if (!c->qat_from && (!c->profile || !profile_epochs(c->profile)))
         return qlm_err_set(err, QLM_ERR_ARG, "train: unknown profile '%s' (accepted: quick, full)",
                            c->profile ? c->profile : "");
     if (c->epochs < 0 || c->epochs > 100000)
@@ -70,6 +75,8 @@ static qlm_status check_config(const qlm_train_config *c, qlm_err *err) {
 
 /** Everything one training run owns; released by run_free. */
 typedef struct {
+    const char *ckpt; /* where the per-epoch checkpoint goes */
+    char ckpt_buf[4096];
     qlm_dataset *train_all, *train, *val;
     qlm_graph *g;
     qlm_train_state ts;
@@ -112,32 +119,70 @@ static qlm_status load_data(const qlm_train_config *c, train_run *r, qlm_err *er
 }
 
 /* Fresh model and training state, or the checkpoint's when resuming. */
-static qlm_status init_model(const qlm_train_config *c, int epochs, train_run *r, qlm_err *err) {
-    if (c->resume && access(c->out, F_OK) == 0) {
-        qlm_status st = qlm_file_load(c->out, &r->g, &r->ts, err);
-        if (st != QLM_OK) return st;
-        const qlm_train_state *t = &r->ts;
-        if (!t->present)
-            return qlm_err_set(err, QLM_ERR_ARG, "%s: holds no training state to resume", c->out);
-        if (strcmp(r->g->arch, c->model) != 0)
-            return qlm_err_set(err, QLM_ERR_ARG, "%s: is a %s, not a %s", c->out, r->g->arch, c->model);
-        if (t->seed != c->seed || t->batch != c->batch || t->total_epochs != epochs)
-            return qlm_err_set(err, QLM_ERR_ARG,
-                               "%s: was started with seed %llu, batch %d, %d epochs; resume with the same",
-                               c->out, (unsigned long long)t->seed, t->batch, t->total_epochs);
-        if (t->n_moment != r->g->n_params)
-            return qlm_err_set(err, QLM_ERR_FORMAT, "%s: momentum buffer size %lld != %lld params",
-                               c->out, (long long)t->n_moment, (long long)r->g->n_params);
-        return QLM_OK;
-    }
-    qlm_model_opts opts = qlm_model_opts_default();
-    opts.head_dropout = c->head_dropout;
-    const qlm_dataset *d = r->train;
-    qlm_status st = qlm_model_build(c->model, d->h, d->w, d->c, d->n_classes, &opts, &r->g, err);
+static qlm_status resume_model(const qlm_train_config *c, int epochs, train_run *r, qlm_err *err) {
+    const char *path = r->ckpt;
+    qlm_status st = qlm_file_load(path, &r->g, &r->ts, err);
     if (st != QLM_OK) return st;
-    qlm_rng rng;
-    qlm_rng_seed(&rng, c->seed, RNG_STREAM_INIT);
-    qlm_graph_init_params(r->g, &rng);
+    const qlm_train_state *t = &r->ts;
+    if (!t->present)
+        return qlm_err_set(err, QLM_ERR_ARG, "%s: holds no training state to resume", path);
+    if (c->qat_from && !qlm_qat_is_qat(r->g))
+        return qlm_err_set(err, QLM_ERR_ARG, "%s: is not a QAT checkpoint", path);
+    if (!c->qat_from && strcmp(r->g->arch, c->model) != 0)
+        return qlm_err_set(err, QLM_ERR_ARG, "%s: is a %s, not a %s", path, r->g->arch, c->model);
+    if (t->seed != c->seed || t->batch != c->batch || t->total_epochs != epochs)
+        return qlm_err_set(err, QLM_ERR_ARG,
+                           "%s: was started with seed %llu, batch %d, %d epochs; resume with the same",
+                           path, (unsigned long long)t->seed, t->batch, t->total_epochs);
+    if (t->n_moment != r->g->n_params)
+        return qlm_err_set(err, QLM_ERR_FORMAT, "%s: momentum buffer size %lld != %lld params",
+                           path, (long long)t->n_moment, (long long)r->g->n_params);
+    return QLM_OK;
+}
+
+/* QAT: the float model to fine-tune, turned into a QAT graph. */
+static qlm_status qat_model(const qlm_train_config *c, train_run *r, qlm_err *err) {
+    qlm_graph *fg = NULL;
+    qlm_status st = qlm_file_load(c->qat_from, &fg, NULL, err);
+    if (st != QLM_OK) return st;
+    const qlm_dataset *d = r->train;
+    const qlm_node *in = &fg->nodes[0];
+    const int k = (int)qlm_node_numel(&fg->nodes[qlm_graph_output(fg)]);
+    if (in->h != d->h || in->w != d->w || in->c != d->c || k != d->n_classes)
+        st = qlm_err_set(err, QLM_ERR_SHAPE, "%s: takes %dx%dx%d inputs to %d classes, "
+                         "the data is %dx%dx%d to %d", c->qat_from, (int)in->h, (int)in->w,
+                         (int)in->c, k, (int)d->h, (int)d->w, (int)d->c, (int)d->n_classes);
+    else if (qlm_qat_is_qat(fg))
+        st = qlm_err_set(err, QLM_ERR_ARG, "%s: is a QAT checkpoint; pass the float model "
+                         "(or --resume with this file as --ckpt)", c->qat_from);
+    qlm_qat_opts o = qlm_qat_opts_default();
+    if (st == QLM_OK) st = qlm_qat_prepare(fg, &o, &r->g, err);
+    if (st != QLM_OK && err && strncmp(err->msg, c->qat_from, strlen(c->qat_from)) != 0) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        qlm_err_set(err, st, "%s: %s", c->qat_from, msg);
+    }
+    qlm_graph_free(fg);
+    return st;
+}
+
+/* Fresh model and training state, or the checkpoint's when resuming. */
+static qlm_status init_model(const qlm_train_config *c, int epochs, train_run *r, qlm_err *err) {
+    if (c->resume && access(r->ckpt, F_OK) == 0) return resume_model(c, epochs, r, err);
+    qlm_status st;
+    if (c->qat_from) {
+        st = qat_model(c, r, err);
+        if (st != QLM_OK) return st;
+    } else {
+        qlm_model_opts opts = qlm_model_opts_default();
+        opts.head_dropout = c->head_dropout;
+        const qlm_dataset *d = r->train;
+        st = qlm_model_build(c->model, d->h, d->w, d->c, d->n_classes, &opts, &r->g, err);
+        if (st != QLM_OK) return st;
+        qlm_rng rng;
+        qlm_rng_seed(&rng, c->seed, RNG_STREAM_INIT);
+        qlm_graph_init_params(r->g, &rng);
+    }
     memset(&r->ts, 0, sizeof r->ts);
     r->ts.present = 1;
     r->ts.total_epochs = epochs;
@@ -146,7 +191,7 @@ static qlm_status init_model(const qlm_train_config *c, int epochs, train_run *r
     r->ts.lr = c->lr;
     r->ts.momentum = c->momentum;
     r->ts.weight_decay = c->weight_decay;
-    snprintf(r->ts.profile, sizeof r->ts.profile, "%s", c->profile);
+    snprintf(r->ts.profile, sizeof r->ts.profile, "%s", c->qat_from ? "qat" : c->profile);
     r->ts.n_moment = r->g->n_params;
     r->ts.moment = calloc((size_t)r->g->n_params, sizeof(float));
     if (!r->ts.moment) return qlm_err_set(err, QLM_ERR_NOMEM, "train: out of memory");
@@ -216,13 +261,45 @@ static qlm_status train_step(const qlm_train_config *c, train_run *r, int epoch,
     return QLM_OK;
 }
 
+/* First epoch (0-based) that runs with frozen batch norm and ranges. */
+static int qat_freeze_epoch(const qlm_train_config *c, int epochs) {
+    if (c->freeze_bn_epoch >= 0) return c->freeze_bn_epoch;
+    return epochs >= 2 ? epochs - 1 : epochs;
+}
+
+/* QAT: convert the trained graph to int8, save it to out, validate it. */
+static qlm_status qat_finish(const qlm_train_config *c, train_run *r, qlm_progress *prog,
+                             qlm_train_result *res, qlm_err *err) {
+    qlm_qat_freeze(r->g, true, true);
+    qlm_qgraph *qg = NULL;
+    qlm_status st = qlm_qat_convert(r->g, &qg, err);
+    if (st == QLM_OK) st = qlm_qfile_save(c->out, qg, err);
+    qlm_eval_result q;
+    if (st == QLM_OK) st = qlm_qevaluate(qg, r->val, 256, &q, err);
+    if (st == QLM_OK) {
+        res->q_val_loss = q.nll;
+        res->q_val_acc = q.accuracy;
+        qlm_progress_line(prog, "int8 model: val loss %.4f acc %.2f%% | saved %s", q.nll,
+                          100 * q.accuracy, c->out);
+    }
+    qlm_qgraph_free(qg);
+    return st;
+}
+
 qlm_status qlm_train_run(const qlm_train_config *c, qlm_train_result *res, qlm_err *err) {
     qlm_status st = check_config(c, err);
     if (st != QLM_OK) return st;
-    int epochs = c->epochs ? c->epochs : profile_epochs(c->profile);
+    int epochs = c->epochs ? c->epochs : c->qat_from ? QLM_QAT_EPOCHS : profile_epochs(c->profile);
     train_run r;
     memset(&r, 0, sizeof r);
     memset(res, 0, sizeof *res);
+    r.ckpt = c->out;
+    if (c->qat_from) {
+        r.ckpt = c->ckpt ? c->ckpt : r.ckpt_buf;
+        if (!c->ckpt && snprintf(r.ckpt_buf, sizeof r.ckpt_buf, "%s.ckpt", c->out) >=
+                            (int)sizeof r.ckpt_buf)
+            return qlm_err_set(err, QLM_ERR_ARG, "train: --out path too long");
+    }
     if ((st = load_data(c, &r, err)) != QLM_OK || (st = init_model(c, epochs, &r, err)) != QLM_OK ||
         (st = alloc_buffers(c, &r, err)) != QLM_OK) {
         run_free(&r);
@@ -233,7 +310,7 @@ qlm_status qlm_train_run(const qlm_train_config *c, qlm_train_result *res, qlm_e
     qlm_progress prog;
     qlm_progress_init(&prog, stderr, c->progress_tty, c->quiet, r.ts.step);
     if (r.ts.epoch > 0)
-        qlm_progress_line(&prog, "resuming %s at epoch %d/%d (step %lld)", c->out, r.ts.epoch + 1,
+        qlm_progress_line(&prog, "resuming %s at epoch %d/%d (step %lld)", r.ckpt, r.ts.epoch + 1,
                           epochs, (long long)r.ts.step);
     double t_train = 0;
     int64_t images = 0;
@@ -244,6 +321,10 @@ qlm_status qlm_train_run(const qlm_train_config *c, qlm_train_result *res, qlm_e
         qlm_rng shuffle;
         qlm_rng_seed(&shuffle, c->seed, RNG_STREAM_SHUFFLE + 2 * (uint64_t)epoch);
         qlm_rng_shuffle(&shuffle, r.order, r.train->n);
+        if (c->qat_from) { /* idempotent, so a resumed run sets the same */
+            bool frozen = epoch >= qat_freeze_epoch(c, epochs);
+            qlm_qat_freeze(r.g, frozen, frozen);
+        }
         epoch_stats es = {0, 0, 0};
         double t0 = qlm_now();
         for (int64_t i = 0; st == QLM_OK && i < spe; i++) {
@@ -263,7 +344,7 @@ qlm_status qlm_train_run(const qlm_train_config *c, qlm_train_result *res, qlm_e
         r.ts.epoch = epoch + 1;
         r.ts.threads = c->threads;
         r.ts.rng = shuffle;
-        st = qlm_file_save(c->out, r.g, &r.ts, err);
+        st = qlm_file_save(r.ckpt, r.g, &r.ts, err);
         res->train_loss = es.loss_sum / (double)es.seen;
         res->train_acc = (double)es.correct / (double)es.seen;
         res->val_loss = val.nll;
@@ -271,8 +352,9 @@ qlm_status qlm_train_run(const qlm_train_config *c, qlm_train_result *res, qlm_e
         res->epochs_run++;
         qlm_progress_line(&prog, "epoch %d/%d train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | %.0f img/s | saved %s",
                           epoch + 1, epochs, res->train_loss, 100 * res->train_acc, val.nll,
-                          100 * val.accuracy, (double)es.seen / t_epoch, c->out);
+                          100 * val.accuracy, (double)es.seen / t_epoch, r.ckpt);
     }
+    if (st == QLM_OK && c->qat_from && r.ts.epoch >= epochs) st = qat_finish(c, &r, &prog, res, err);
     res->seconds = t_train;
     res->images_per_s = t_train > 0 ? (double)images / t_train : 0;
     run_free(&r);
