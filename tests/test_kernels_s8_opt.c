@@ -108,7 +108,7 @@ static void check_conv(qlm_rng *r, const qlm_conv_shape *s, qlm_rounding rnd,
                                                 no_bias ? NULL : bias, pack, pb, &err);
         CHECK_MSG(rc == QLM_OK, "%s: %s", what, err.msg);
         if (rc == QLM_OK) {
-            const size_t sb = qlm_conv2d_s8_scratch_size(&pl);
+            const size_t sb = qlm_conv2d_s8_scratch_size((qlm_s8_impl)impl, s);
             void *scratch = sb ? qlm_aligned_alloc(sb) : NULL;
             memset(got, 0x5a, (size_t)ny + 64);
             run_pieces(r, &pl, pixels, x, got, scratch);
@@ -219,7 +219,7 @@ static void test_fc_random(void) {
             void *pack = qlm_aligned_alloc(pb ? pb : 64);
             CHECK_MSG(qlm_fc_s8_plan_init(&pl, (qlm_s8_impl)impl, in, out, &p, w, bias,
                                           pack, pb, &err) == QLM_OK, "%s", err.msg);
-            size_t sb = qlm_conv2d_s8_scratch_size(&pl);
+            size_t sb = qlm_fc_s8_scratch_size((qlm_s8_impl)impl, in, out);
             void *scratch = sb ? qlm_aligned_alloc(sb) : NULL;
             run_pieces(&r, &pl, m, x, got, scratch);
             CHECK_MSG(memcmp(got, want, (size_t)(m * out)) == 0, "fc %d x %d -> %d [%s]",

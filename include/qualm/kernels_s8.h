@@ -227,8 +227,12 @@ qlm_status qlm_fc_s8_plan_init(qlm_conv_s8_plan *pl, qlm_s8_impl impl,
                                const int8_t *w, const int32_t *bias,
                                void *buf, size_t bytes, qlm_err *err);
 
-/** Scratch bytes one run of the plan needs (0 allowed: pass NULL). */
-size_t qlm_conv2d_s8_scratch_size(const qlm_conv_s8_plan *pl);
+/**
+ * Scratch bytes one run of a conv of shape s with impl needs (0: pass
+ * NULL); a fully connected layer's is qlm_fc_s8_scratch_size's.
+ */
+size_t qlm_conv2d_s8_scratch_size(qlm_s8_impl impl, const qlm_conv_shape *s);
+size_t qlm_fc_s8_scratch_size(qlm_s8_impl impl, int in, int out);
 
 /**
  * Output pixels [p0, p1) of y[n][out_h][out_w][out_c] (a fully connected

@@ -82,10 +82,10 @@ size_t qlm_conv2d_s8_pack_size(qlm_s8_impl impl, const qlm_conv_shape *s) {
     return wp + bp;
 }
 
-size_t qlm_conv2d_s8_scratch_size(const qlm_conv_s8_plan *pl) {
-    if (!pl || pl->impl == QLM_S8_IMPL_REF || pl->depthwise) return 0;
-    const size_t elem = pl->impl == QLM_S8_IMPL_VNNI512 ? 1 : 2;
-    return qlm_align_up((size_t)S8_MT * (size_t)pl->kp * elem);
+size_t qlm_conv2d_s8_scratch_size(qlm_s8_impl impl, const qlm_conv_shape *s) {
+    if (!s || impl == QLM_S8_IMPL_REF || is_depthwise(s)) return 0;
+    const size_t elem = impl == QLM_S8_IMPL_VNNI512 ? 1 : 2;
+    return qlm_align_up((size_t)S8_MT * (size_t)packed_k(impl, s) * elem);
 }
 
 /* -------------------------------------------------------------- packing */
@@ -197,6 +197,11 @@ static qlm_conv_shape fc_shape(int in, int out) {
         .groups = 1,
     };
     return s;
+}
+
+size_t qlm_fc_s8_scratch_size(qlm_s8_impl impl, int in, int out) {
+    const qlm_conv_shape s = fc_shape(in, out);
+    return qlm_conv2d_s8_scratch_size(impl, &s);
 }
 
 size_t qlm_fc_s8_pack_size(qlm_s8_impl impl, int in, int out) {
