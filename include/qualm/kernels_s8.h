@@ -22,6 +22,7 @@
  * caller keeps |acc| < 2^31: k_h*k_w*c_in/groups <= 65 000 always does.
  * Parameters are validated once, at setup, by the *_check / *_init
  * functions; the kernels do not check them again. None needs scratch.
+ * The optimized variants (end of this header) are bit-exact twins.
  */
 #ifndef QUALM_KERNELS_S8_H
 #define QUALM_KERNELS_S8_H
@@ -161,6 +162,88 @@ qlm_status qlm_mean_params_s8_init(qlm_mean_params_s8 *p, float in_scale,
 /** x[n][hw][c] -> y[n][c]. hw <= 2^23 keeps the sum in range. */
 void qlm_mean_hw_s8_ref(int n, int hw, int c, const qlm_mean_params_s8 *p,
                         const int8_t *x, int8_t *y);
+
+
+/* ------------------------------------------------- optimized variants */
+
+/*
+ * Optimized twins of the conv / fully connected / add kernels, chosen at
+ * run time from the CPU. Each gives the reference's bytes exactly (tests/
+ * test_kernels_s8_opt.c). A conv is prepared once into a plan: weights
+ * packed for the variant into a caller-owned buffer (qlm_conv2d_s8_pack_size
+ * bytes) and, for VNNI, the bias corrected for the +128 that turns the
+ * activations into the unsigned operand of vpdpbusd:
+ *   sum w (x - zp) = sum w (x + 128) - (128 + zp) sum w.
+ * A run computes a range of output pixels (of the flat n*out_h*out_w
+ * range), so that threads can split a call; it needs a caller-provided
+ * scratch of qlm_conv2d_s8_scratch_size bytes (64-byte aligned) and never
+ * allocates.
+ */
+typedef enum {
+    QLM_S8_IMPL_REF = 0,     /* portable C, the reference's arithmetic */
+    QLM_S8_IMPL_AVX2 = 1,    /* AVX2: int16 pairs, vpmaddwd */
+    QLM_S8_IMPL_VNNI512 = 2, /* AVX-512 VNNI: u8 x s8 quads, vpdpbusd */
+    QLM_S8_IMPL_COUNT
+} qlm_s8_impl;
+
+/** The best variant this CPU runs. */
+qlm_s8_impl qlm_s8_impl_best(void);
+/** Whether this CPU can run impl. */
+bool qlm_s8_impl_usable(qlm_s8_impl impl);
+/** "ref", "avx2", "vnni512". */
+const char *qlm_s8_impl_name(qlm_s8_impl impl);
+
+typedef struct {
+    qlm_s8_impl impl;
+    qlm_conv_shape s;        /* geometry; s.n is not used by a run */
+    qlm_conv_params_s8 p;    /* mult/shift stay the caller's */
+    int depthwise;           /* channelwise kernel (groups == in_c == out_c) */
+    int kp;                  /* packed inner length per output channel */
+    int ocb;                 /* output-channel blocks per group */
+    const int8_t *w;         /* the caller's weights (QLM_S8_IMPL_REF) */
+    const int32_t *bias;     /* the caller's bias or NULL (REF) */
+    const void *wp;          /* packed weights (in the pack buffer) */
+    const int32_t *bp;       /* packed, corrected bias (in the pack buffer) */
+} qlm_conv_s8_plan;
+
+/** Bytes of the pack buffer of a conv of shape s for impl (0 for REF). */
+size_t qlm_conv2d_s8_pack_size(qlm_s8_impl impl, const qlm_conv_shape *s);
+
+/**
+ * Prepare a conv: check the shape and parameters, pack w and bias into
+ * buf (64-byte aligned, qlm_conv2d_s8_pack_size bytes). w, bias (NULL =
+ * zero), p->mult and p->shift must outlive the plan (REF reads w, bias).
+ */
+qlm_status qlm_conv2d_s8_plan_init(qlm_conv_s8_plan *pl, qlm_s8_impl impl,
+                                   const qlm_conv_shape *s,
+                                   const qlm_conv_params_s8 *p,
+                                   const int8_t *w, const int32_t *bias,
+                                   void *buf, size_t bytes, qlm_err *err);
+
+/** A fully connected layer (m rows of `in`) as a 1x1 conv plan. */
+size_t qlm_fc_s8_pack_size(qlm_s8_impl impl, int in, int out);
+qlm_status qlm_fc_s8_plan_init(qlm_conv_s8_plan *pl, qlm_s8_impl impl,
+                               int in, int out, const qlm_fc_params_s8 *p,
+                               const int8_t *w, const int32_t *bias,
+                               void *buf, size_t bytes, qlm_err *err);
+
+/**
+ * Scratch bytes one run of a conv of shape s with impl needs (0: pass
+ * NULL); a fully connected layer's is qlm_fc_s8_scratch_size's.
+ */
+size_t qlm_conv2d_s8_scratch_size(qlm_s8_impl impl, const qlm_conv_shape *s);
+size_t qlm_fc_s8_scratch_size(qlm_s8_impl impl, int in, int out);
+
+/**
+ * Output pixels [p0, p1) of y[n][out_h][out_w][out_c] (a fully connected
+ * plan: rows [p0, p1) of y[m][out]); the others are not touched.
+ */
+void qlm_conv2d_s8_run(const qlm_conv_s8_plan *pl, const int8_t *x,
+                       int8_t *y, int64_t p0, int64_t p1, void *scratch);
+
+/** Elements [0, n) of qlm_add_s8_ref with the variant impl. */
+void qlm_add_s8_opt(qlm_s8_impl impl, int64_t n, const qlm_add_params_s8 *p,
+                    const int8_t *a, const int8_t *b, int8_t *y);
 
 #ifdef __cplusplus
 }

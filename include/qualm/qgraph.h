@@ -196,20 +196,50 @@ const int8_t *qlm_qexec_output_s8(const qlm_qexec *x);
 const int8_t *qlm_qexec_input_s8(const qlm_qexec *x);
 
 /**
- * Run n <= max_batch samples with the int8 reference kernels. Sample
- * results do not depend on n or on the other samples.
+ * Run n <= max_batch samples: with the optimized int8 kernels (the
+ * executor's variant, kernels_s8.h), or the reference kernels after
+ * qlm_qexec_force_ref(x, 1). Both give the same bytes. Sample results do
+ * not depend on n, on the other samples or on the thread count.
  */
 qlm_status qlm_qforward(qlm_qexec *x, int n, qlm_err *err);
+
+/*
+ * Optimized, threaded runtime. qlm_qexec_size / qlm_qexec_init above are
+ * qlm_qexec_size_ex / qlm_qexec_init_ex with max_threads = 1 and the best
+ * variant of this CPU (qlm_s8_impl_best). The arena then also holds the
+ * weights packed for that variant (packed once, at init) and max_threads
+ * scratch slots: a run never allocates. With a pool of T threads a conv /
+ * fc / add call runs min(T, max_threads) tasks.
+ */
+size_t qlm_qexec_size_ex(const qlm_qgraph *qg, int max_batch, int max_threads,
+                         qlm_s8_impl impl);
+/** QLM_ERR_UNSUPPORTED when this CPU cannot run impl. */
+qlm_qexec *qlm_qexec_init_ex(const qlm_qgraph *qg, int max_batch,
+                             int max_threads, qlm_s8_impl impl, void *arena,
+                             size_t arena_bytes, qlm_err *err);
+/** Threads for the following runs (NULL = the calling thread only). */
+void qlm_qexec_set_pool(qlm_qexec *x, qlm_pool *pool);
+/** on != 0: run the whole model with the reference kernels, one thread. */
+void qlm_qexec_force_ref(qlm_qexec *x, int on);
+/** The variant the next run uses (QLM_S8_IMPL_REF when forced). */
+qlm_s8_impl qlm_qexec_impl(const qlm_qexec *x);
 
 /* ---------------------------------------------------------- evaluation */
 
 /**
  * Accuracy and NLL (of the dequantized logits) of an int8 graph over a
  * dataset, batches of `batch` (qlm_evaluate of train.h for int8 graphs).
- * Single-threaded reference kernels; allocates its arena once.
+ * Optimized kernels on one thread (= qlm_qevaluate_ex with pool NULL and
+ * force_ref 0); allocates its arena once.
  */
 qlm_status qlm_qevaluate(const qlm_qgraph *qg, const qlm_dataset *ds,
                          int batch, qlm_eval_result *res, qlm_err *err);
+
+/** qlm_qevaluate on pool's threads (NULL: one), or with the reference
+ * kernels when force_ref != 0. Same results either way. */
+qlm_status qlm_qevaluate_ex(const qlm_qgraph *qg, const qlm_dataset *ds,
+                            int batch, qlm_pool *pool, int force_ref,
+                            qlm_eval_result *res, qlm_err *err);
 
 /* ------------------------------------------------------------- files */
 

@@ -1,10 +1,16 @@
-/* qeval.c — accuracy and NLL of an int8 graph (qlm_qevaluate, qgraph.h). */
+/* qeval.c — accuracy and NLL of an int8 graph (qlm_qevaluate[_ex], qgraph.h). */
 #include "qualm/qgraph.h"
 
 #include <stdlib.h>
 
 qlm_status qlm_qevaluate(const qlm_qgraph *qg, const qlm_dataset *ds,
                          int batch, qlm_eval_result *res, qlm_err *err) {
+    return qlm_qevaluate_ex(qg, ds, batch, NULL, 0, res, err);
+}
+
+qlm_status qlm_qevaluate_ex(const qlm_qgraph *qg, const qlm_dataset *ds,
+                            int batch, qlm_pool *pool, int force_ref,
+                            qlm_eval_result *res, qlm_err *err) {
     if (!qg || !ds || batch < 1 || !res)
         return qlm_err_set(err, QLM_ERR_ARG, "qevaluate: bad arguments");
     const qlm_qnode *in = &qg->nodes[0];
@@ -16,11 +22,16 @@ qlm_status qlm_qevaluate(const qlm_qgraph *qg, const qlm_dataset *ds,
     if (ds->n_classes > k)
         return qlm_err_set(err, QLM_ERR_SHAPE, "%s: %d classes but the model "
                            "has %d outputs", ds->name, ds->n_classes, k);
-    size_t bytes = qlm_qexec_size(qg, batch);
+    const int threads = qlm_pool_threads(pool);
+    const qlm_s8_impl impl = qlm_s8_impl_best();
+    size_t bytes = qlm_qexec_size_ex(qg, batch, threads, impl);
     void *arena = qlm_aligned_alloc(bytes);
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)batch);
     int32_t *y = malloc(sizeof(int32_t) * (size_t)batch);
-    qlm_qexec *x = arena ? qlm_qexec_init(qg, batch, arena, bytes, err) : NULL;
+    qlm_qexec *x = arena ? qlm_qexec_init_ex(qg, batch, threads, impl, arena, bytes, err)
+                         : NULL;
+    qlm_qexec_set_pool(x, pool);
+    qlm_qexec_force_ref(x, force_ref);
     qlm_status st = (x && idx && y) ? QLM_OK
                         : qlm_err_set(err, QLM_ERR_NOMEM, "qevaluate: out of memory");
     double t0 = qlm_now(), nll = 0;

@@ -1,11 +1,20 @@
 /*
  * qexec.c — the int8 runtime (qlm_qexec_*, qlm_qforward; qualm/qgraph.h).
  *
- * The executor lives in the caller's arena: a small header, then the
- * activation tensors at max_batch times the per-sample offsets that
- * qlm_qgraph_prepare planned. Scaling a non-overlapping per-sample plan by
- * the batch keeps it non-overlapping and 64-byte aligned. A run only
- * calls kernels; it never allocates.
+ * The executor lives in the caller's arena:
+ *   header | conv plans [n_nodes] | packed weights of each conv / fc node
+ *   | scratch slots [max_threads] | activations
+ * The activation tensors sit at max_batch times the per-sample offsets
+ * that qlm_qgraph_prepare planned: scaling a non-overlapping per-sample
+ * plan by the batch keeps it non-overlapping and 64-byte aligned. Weights
+ * are packed once, at init, for the kernel variant (kernels_s8.h). A run
+ * only calls kernels; it never allocates.
+ *
+ * Threads: a conv / fc call is split into fixed pixel ranges (whole tiles)
+ * and an add into element ranges, one per task; every output byte is
+ * computed by the same arithmetic whatever the split, so results do not
+ * depend on the thread count or the batch size. Task t uses scratch slot
+ * t, so a pool larger than max_threads just runs max_threads tasks.
  */
 #include "qualm/qgraph.h"
 
@@ -15,36 +24,148 @@ struct qlm_qexec {
     const qlm_qgraph *qg;
     int max_batch;
     uint8_t *act;
+    qlm_s8_impl impl;
+    int force_ref;
+    int slots;              /* scratch slots = most tasks per call */
+    size_t slot_bytes;
+    uint8_t *scratch;
+    qlm_conv_s8_plan *plans; /* [n_nodes]; used for conv / fc nodes */
+    qlm_pool *pool;
 };
 
 #define HEAD_BYTES qlm_align_up(sizeof(qlm_qexec))
+#define TILE 8 /* pixel ranges are whole tiles of the GEMM bodies */
 
-size_t qlm_qexec_size(const qlm_qgraph *qg, int max_batch) {
-    if (!qg || max_batch < 1) return 0;
-    return HEAD_BYTES + (size_t)max_batch * (size_t)qg->arena_per_sample;
+static bool has_plan(const qlm_qnode *n) {
+    return n->kind == QLM_QOP_CONV_S8 || n->kind == QLM_QOP_FC_S8;
 }
 
-qlm_qexec *qlm_qexec_init(const qlm_qgraph *qg, int max_batch, void *arena,
-                          size_t arena_bytes, qlm_err *err) {
-    if (!qg || max_batch < 1 || !arena || qg->arena_per_sample <= 0) {
+static qlm_conv_shape conv_shape(const qlm_qgraph *qg, const qlm_qnode *n, int b) {
+    const qlm_qnode *a = &qg->nodes[n->in[0]];
+    if (n->kind == QLM_QOP_FC_S8) {
+        qlm_conv_shape s = {
+            .n = b, .in_h = 1, .in_w = 1, .in_c = (int)qlm_qnode_numel(a),
+            .out_h = 1, .out_w = 1, .out_c = n->c, .k_h = 1, .k_w = 1,
+            .stride_h = 1, .stride_w = 1, .groups = 1,
+        };
+        return s;
+    }
+    qlm_conv_shape s = {
+        .n = b, .in_h = a->h, .in_w = a->w, .in_c = a->c,
+        .out_h = n->h, .out_w = n->w, .out_c = n->c,
+        .k_h = n->kernel_h, .k_w = n->kernel_w,
+        .stride_h = n->stride_h, .stride_w = n->stride_w,
+        .pad_top = n->pad_h, .pad_left = n->pad_w, .groups = n->groups,
+    };
+    return s;
+}
+
+/* Bytes of the parts that do not depend on the batch. */
+typedef struct {
+    size_t plans, packs, slot, total_fixed;
+} layout;
+
+static layout plan_layout(const qlm_qgraph *qg, int max_threads, qlm_s8_impl impl) {
+    layout L = {0};
+    L.plans = qlm_align_up(sizeof(qlm_conv_s8_plan) * (size_t)qg->n_nodes);
+    for (int i = 1; i < qg->n_nodes; i++) {
+        const qlm_qnode *n = &qg->nodes[i];
+        if (!has_plan(n)) continue;
+        const qlm_conv_shape s = conv_shape(qg, n, 1);
+        L.packs += qlm_align_up(qlm_conv2d_s8_pack_size(impl, &s));
+        const size_t sc = qlm_conv2d_s8_scratch_size(impl, &s);
+        if (sc > L.slot) L.slot = sc;
+    }
+    L.total_fixed = HEAD_BYTES + L.plans + L.packs + L.slot * (size_t)max_threads;
+    return L;
+}
+
+size_t qlm_qexec_size_ex(const qlm_qgraph *qg, int max_batch, int max_threads,
+                         qlm_s8_impl impl) {
+    if (!qg || max_batch < 1 || max_threads < 1 || (unsigned)impl >= QLM_S8_IMPL_COUNT)
+        return 0;
+    return plan_layout(qg, max_threads, impl).total_fixed +
+           (size_t)max_batch * (size_t)qg->arena_per_sample;
+}
+
+size_t qlm_qexec_size(const qlm_qgraph *qg, int max_batch) {
+    return qlm_qexec_size_ex(qg, max_batch, 1, qlm_s8_impl_best());
+}
+
+static qlm_conv_params_s8 conv_params(const qlm_qgraph *qg, const qlm_qnode *n);
+
+/* Pack every conv / fc node's weights into the arena. */
+static qlm_status build_plans(qlm_qexec *x, uint8_t *packs, qlm_err *err) {
+    const qlm_qgraph *qg = x->qg;
+    for (int i = 1; i < qg->n_nodes; i++) {
+        const qlm_qnode *n = &qg->nodes[i];
+        if (!has_plan(n)) continue;
+        const qlm_conv_shape s = conv_shape(qg, n, 1);
+        const size_t bytes = qlm_conv2d_s8_pack_size(x->impl, &s);
+        const qlm_conv_params_s8 p = conv_params(qg, n);
+        qlm_status st = qlm_conv2d_s8_plan_init(&x->plans[i], x->impl, &s, &p,
+                                                qg->w8 + n->w_off, qg->bias + n->b_off,
+                                                bytes ? packs : NULL, bytes, err);
+        if (st != QLM_OK) return st;
+        packs += qlm_align_up(bytes);
+    }
+    return QLM_OK;
+}
+
+qlm_qexec *qlm_qexec_init_ex(const qlm_qgraph *qg, int max_batch, int max_threads,
+                             qlm_s8_impl impl, void *arena, size_t arena_bytes,
+                             qlm_err *err) {
+    if (!qg || max_batch < 1 || max_threads < 1 || !arena || qg->arena_per_sample <= 0) {
         qlm_err_set(err, QLM_ERR_ARG, "qexec: bad arguments (graph prepared?)");
+        return NULL;
+    }
+    if (!qlm_s8_impl_usable(impl)) {
+        qlm_err_set(err, QLM_ERR_UNSUPPORTED, "qexec: this CPU cannot run the %s "
+                    "int8 kernels", qlm_s8_impl_name(impl));
         return NULL;
     }
     if (((uintptr_t)arena % QLM_ALIGN) != 0) {
         qlm_err_set(err, QLM_ERR_ARG, "qexec: arena not %d-byte aligned", QLM_ALIGN);
         return NULL;
     }
-    size_t need = qlm_qexec_size(qg, max_batch);
+    const size_t need = qlm_qexec_size_ex(qg, max_batch, max_threads, impl);
     if (arena_bytes < need) {
         qlm_err_set(err, QLM_ERR_ARG, "qexec: arena of %zu bytes, need %zu",
                     arena_bytes, need);
         return NULL;
     }
+    const layout L = plan_layout(qg, max_threads, impl);
+    uint8_t *base = arena;
     qlm_qexec *x = arena;
+    memset(x, 0, sizeof *x);
     x->qg = qg;
     x->max_batch = max_batch;
-    x->act = (uint8_t *)arena + HEAD_BYTES;
+    x->impl = impl;
+    x->slots = max_threads;
+    x->slot_bytes = L.slot;
+    x->plans = (qlm_conv_s8_plan *)(base + HEAD_BYTES);
+    x->scratch = base + HEAD_BYTES + L.plans + L.packs;
+    x->act = base + L.total_fixed;
+    if (build_plans(x, base + HEAD_BYTES + L.plans, err) != QLM_OK) return NULL;
     return x;
+}
+
+qlm_qexec *qlm_qexec_init(const qlm_qgraph *qg, int max_batch, void *arena,
+                          size_t arena_bytes, qlm_err *err) {
+    return qlm_qexec_init_ex(qg, max_batch, 1, qlm_s8_impl_best(), arena,
+                             arena_bytes, err);
+}
+
+void qlm_qexec_set_pool(qlm_qexec *x, qlm_pool *pool) {
+    if (x) x->pool = pool;
+}
+
+void qlm_qexec_force_ref(qlm_qexec *x, int on) {
+    if (x) x->force_ref = on != 0;
+}
+
+qlm_s8_impl qlm_qexec_impl(const qlm_qexec *x) {
+    return (!x || x->force_ref) ? QLM_S8_IMPL_REF : x->impl;
 }
 
 static void *tensor(const qlm_qexec *x, int i) {
@@ -121,7 +242,8 @@ static void maxpool_s8(const qlm_pool_shape *s, const int8_t *x, int8_t *y) {
                 }
 }
 
-static void run_node(const qlm_qexec *x, int i, int b) {
+/* Reference path: the kernels of s8_ref.c, one thread. */
+static void run_node_ref(const qlm_qexec *x, int i, int b) {
     const qlm_qgraph *qg = x->qg;
     const qlm_qnode *n = &qg->nodes[i];
     const qlm_qnode *a = &qg->nodes[n->in[0]];
@@ -168,10 +290,95 @@ static void run_node(const qlm_qexec *x, int i, int b) {
     }
 }
 
+
+/* ------------------------------------------------------ optimized path */
+
+typedef struct {
+    const qlm_qexec *x;
+    const qlm_conv_s8_plan *pl;
+    const int8_t *in, *in2;
+    int8_t *out;
+    int64_t units;   /* pixels (conv / fc) or elements (add) */
+    int64_t grain;   /* ranges are whole multiples of it */
+    int tasks;
+    const qlm_add_params_s8 *add;
+} par_ctx;
+
+/* Task t's range: whole grains, in order, covering [0, units). */
+static void task_range(const par_ctx *c, int t, int64_t *a, int64_t *b) {
+    const int64_t grains = (c->units + c->grain - 1) / c->grain;
+    *a = grains * t / c->tasks * c->grain;
+    *b = grains * (t + 1) / c->tasks * c->grain;
+    if (*a > c->units) *a = c->units;
+    if (*b > c->units) *b = c->units;
+}
+
+static void conv_task(void *ctx, int t, int thread) {
+    (void)thread;
+    const par_ctx *c = ctx;
+    int64_t a, b;
+    task_range(c, t, &a, &b);
+    qlm_conv2d_s8_run(c->pl, c->in, c->out, a, b,
+                      c->x->slot_bytes ? c->x->scratch + (size_t)t * c->x->slot_bytes : NULL);
+}
+
+static void add_task(void *ctx, int t, int thread) {
+    (void)thread;
+    const par_ctx *c = ctx;
+    int64_t a, b;
+    task_range(c, t, &a, &b);
+    if (b > a) qlm_add_s8_opt(c->x->impl, b - a, c->add, c->in + a, c->in2 + a, c->out + a);
+}
+
+/* Tasks for `work` multiply-adds (or element ops) over `grains` grains:
+ * a pool wake-up costs some microseconds, so small calls stay on one. */
+static int n_tasks(const qlm_qexec *x, int64_t work, int64_t grains) {
+    int t = qlm_pool_threads(x->pool);
+    if (t > x->slots) t = x->slots;
+    if (work < (INT64_C(1) << 17)) t = 1;
+    if (t > grains) t = (int)grains;
+    return t < 1 ? 1 : t;
+}
+
+static void run(const qlm_qexec *x, par_ctx *c, qlm_task_fn fn) {
+    if (c->tasks == 1) fn(c, 0, 0);
+    else qlm_pool_run(x->pool, c->tasks, fn, c);
+}
+
+static void run_node_opt(const qlm_qexec *x, int i, int b) {
+    const qlm_qgraph *qg = x->qg;
+    const qlm_qnode *n = &qg->nodes[i];
+    par_ctx c = {.x = x, .in = tensor(x, n->in[0]), .out = tensor(x, i)};
+    if (has_plan(n)) {
+        const qlm_conv_s8_plan *pl = &x->plans[i];
+        c.pl = pl;
+        c.units = (int64_t)b * pl->s.out_h * pl->s.out_w;
+        c.grain = TILE;
+        const int64_t work = c.units * pl->s.out_c * pl->s.k_h * pl->s.k_w *
+                             (pl->s.in_c / pl->s.groups);
+        c.tasks = n_tasks(x, work, (c.units + TILE - 1) / TILE);
+        run(x, &c, conv_task);
+    } else if (n->kind == QLM_QOP_ADD_S8) {
+        qlm_add_params_s8 p = n->add;
+        p.rounding = qg->rounding;
+        c.add = &p;
+        c.in2 = tensor(x, n->in[1]);
+        c.units = (int64_t)b * qlm_qnode_numel(n);
+        c.grain = 64;
+        c.tasks = n_tasks(x, c.units * 16, (c.units + 63) / 64);
+        run(x, &c, add_task);
+    } else {
+        run_node_ref(x, i, b);
+    }
+}
+
 qlm_status qlm_qforward(qlm_qexec *x, int n, qlm_err *err) {
     if (!x || n < 1 || n > x->max_batch)
         return qlm_err_set(err, QLM_ERR_ARG, "qforward: batch %d outside [1, %d]",
                            n, x ? x->max_batch : 0);
-    for (int i = 1; i < x->qg->n_nodes; i++) run_node(x, i, n);
+    for (int i = 1; i < x->qg->n_nodes; i++) {
+        if (x->force_ref) run_node_ref(x, i, n);
+        else run_node_opt(x, i, n);
+    }
     return QLM_OK;
 }
