@@ -300,6 +300,137 @@ static int64_t int8_agreement(const qlm_qgraph *qg, const qualm_ref *r, const ch
     return bad;
 }
 
+
+/* ------------------------------------------- multiplier probes (golden) */
+
+/*
+ * One-weight int8 graph: input code 0 (zero point 0) -> FC (or 1x1 conv)
+ * with weight 1 and bias B -> output, so the accumulator is B and the
+ * output is requantize(B, M) with M = s_in s_w / s_out. Small M makes the
+ * low bits of the 31-bit multiplier decide some outputs.
+ */
+static qlm_qgraph *probe_graph(qlm_qop_kind kind, float s_in, float s_w, float s_out,
+                               int32_t bias) {
+    qlm_qgraph *qg = calloc(1, sizeof *qg);
+    qg->n_nodes = 4;
+    qg->nodes = calloc(4, sizeof *qg->nodes);
+    qg->n_w8 = qg->n_bias = 1;
+    qg->w8 = malloc(1);
+    qg->bias = malloc(sizeof(int32_t));
+    qg->w_scale = malloc(sizeof(float));
+    qg->w8[0] = 1;
+    qg->bias[0] = bias;
+    qg->w_scale[0] = s_w;
+    snprintf(qg->arch, sizeof qg->arch, "probe");
+    const qlm_qop_kind kinds[4] = {QLM_QOP_INPUT, QLM_QOP_QUANTIZE, kind, QLM_QOP_DEQUANTIZE};
+    for (int i = 0; i < 4; i++) {
+        qlm_qnode *n = &qg->nodes[i];
+        n->kind = kinds[i];
+        n->n_in = i > 0;
+        n->in[0] = i - 1;
+        n->dtype = (i == 0 || i == 3) ? QLM_F32 : QLM_I8;
+        n->h = n->w = n->c = 1;
+        n->scale = i == 1 ? s_in : (i == 2 ? s_out : 1.0f);
+        snprintf(n->name, sizeof n->name, "n%d", i);
+    }
+    qlm_qnode *l = &qg->nodes[2];
+    l->n_w = 1;
+    l->kernel_h = l->kernel_w = l->stride_h = l->stride_w = l->groups = 1;
+    qlm_err err = {0};
+    CHECK_MSG(qlm_qgraph_prepare(qg, &err) == QLM_OK, "%s", err.msg);
+    return qg;
+}
+
+/*
+ * Scales whose float product s_in*s_w is inexact, so that
+ *   M_double = (double)s_in * (double)s_w / s_out        (qualm, conv 2.2)
+ *   M_float  = (double)(float)(s_in * s_w) / s_out       (float product)
+ * quantize to different 31-bit multipliers; then a bias B where the two
+ * give different outputs. Returns false if none was found.
+ */
+static bool probe_case(uint64_t seed, float *s_in, float *s_w, float *s_out, int32_t *b,
+                       int *y_double, int *y_float) {
+    qlm_rng r;
+    qlm_rng_seed(&r, seed, 9);
+    for (int tries = 0; tries < 100; tries++) {
+        *s_in = 0.01f + 0.02f * qlm_rng_uniform(&r);
+        *s_w = 0.0001f + 0.0002f * qlm_rng_uniform(&r);
+        *s_out = 1.0f + qlm_rng_uniform(&r);
+        int32_t m1, m2;
+        int sh1, sh2;
+        qlm_quantize_multiplier((double)*s_in * (double)*s_w / (double)*s_out, &m1, &sh1);
+        qlm_quantize_multiplier((double)(*s_in * *s_w) / (double)*s_out, &m2, &sh2);
+        if (m1 == m2 && sh1 == sh2) continue;
+        const int32_t top = (int32_t)(120.0 / ((double)*s_in * *s_w / *s_out));
+        for (int32_t B = 1; B < top; B++) {
+            const int32_t y1 = qlm_requantize(B, m1, sh1, QLM_ROUND_DOUBLE);
+            const int32_t y2 = qlm_requantize(B, m2, sh2, QLM_ROUND_DOUBLE);
+            if (y1 != y2) {
+                *b = B;
+                *y_double = y1;
+                *y_float = y2;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Run a probe graph through TFLite: its one int8 output code. */
+static int probe_tflite(const qlm_qgraph *qg) {
+    qlm_err err = {0};
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int8_t in = 0, out = 0;
+    int y = 999;
+    CHECK_MSG(qlm_tflite_from_qgraph(qg, QLM_TFLITE_IO_INT8, &data, &len, &err) == QLM_OK, "%s",
+              err.msg);
+    tfl_run tr;
+    if (data && run_open(&tr, data, len, 1, 1, 1, 1) &&
+        run_invoke(&tr, &in, 1, kTfLiteInt8, &out, 1, kTfLiteInt8))
+        y = out;
+    run_close(&tr);
+    free(data);
+    return y;
+}
+
+/* qualm's output code for input code 0. */
+static int probe_qualm(const qlm_qgraph *qg) {
+    qualm_ref r;
+    const float x = 0.0f;
+    qualm_run(qg, &x, 1, &r);
+    const int y = r.out_s8[0];
+    qualm_ref_free(&r);
+    return y;
+}
+
+/*
+ * Which multiplier TFLite 2.2 derives for FULLY_CONNECTED and CONV_2D: a
+ * golden check of the one place where the two kernels' Prepare differ
+ * (fully_connected.cc uses GetQuantizedConvolutionMultipler, whose
+ * input * filter scale product is a float product; conv's per-channel
+ * PopulateConvolutionQuantizationParams multiplies in double). qualm
+ * must give TFLite's code in both.
+ */
+static void test_multiplier_probes(void) {
+    float s_in, s_w, s_out;
+    int32_t b;
+    int y_d, y_f;
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        CHECK(probe_case(seed, &s_in, &s_w, &s_out, &b, &y_d, &y_f));
+        const qlm_qop_kind kinds[2] = {QLM_QOP_FC_S8, QLM_QOP_CONV_S8};
+        for (int k = 0; k < 2; k++) {
+            qlm_qgraph *qg = probe_graph(kinds[k], s_in, s_w, s_out, b);
+            const int t = probe_tflite(qg), q = probe_qualm(qg);
+            fprintf(stderr, "  %s probe %d: s_in %.9g s_w %.9g s_out %.9g bias %d: double-product "
+                    "%d, float-product %d, TFLite %d, qualm %d\n", k ? "conv" : "fc", (int)seed,
+                    (double)s_in, (double)s_w, (double)s_out, (int)b, y_d, y_f, t, q);
+            CHECK_MSG(t == q, "%s probe: TFLite %d, qualm %d", k ? "conv" : "fc", t, q);
+            qlm_qgraph_free(qg);
+        }
+    }
+}
+
 /* ----------------------------------------------------------- tests */
 
 static bool have_rt;
@@ -353,6 +484,9 @@ static void test_single_rounding_differs(void) {
 }
 static void test_resnet20_int8(void) { check_int8_model("resnet20", 12, 202); }
 static void test_mobilenet_int8(void) { check_int8_model("mobilenet_v1", 24, 303); }
+/* duq_cnn: MAX_POOL_2D, unpadded convs, FC with a fused ReLU after a
+ * RESHAPE of a spatial tensor. */
+static void test_duq_cnn_int8(void) { check_int8_model("duq_cnn", 24, 404); }
 
 /* uint8 and float I/O: the same codes shifted by 128 / the same floats. */
 static void test_io_variants(void) {
@@ -450,6 +584,7 @@ static void test_float_models(void) {
     check_float_model("resnet8", 501);
     check_float_model("resnet20", 502);
     check_float_model("mobilenet_v1", 503);
+    check_float_model("duq_cnn", 504);
 }
 
 /* Runtime-free checks: the file header and the refusals. */
@@ -555,10 +690,12 @@ int main(void) {
     fprintf(stderr, "TensorFlow Lite %s\n", rt.version());
     const char *acc = getenv("QUALM_TFLITE_ACCEPT");
     if (acc && *acc) return acceptance(acc);
+    RUN(test_multiplier_probes);
     RUN(test_resnet8_int8);
     RUN(test_single_rounding_differs);
     RUN(test_resnet20_int8);
     RUN(test_mobilenet_int8);
+    RUN(test_duq_cnn_int8);
     RUN(test_io_variants);
     RUN(test_float_models);
     return qlm_test_finish();

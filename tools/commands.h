@@ -7,5 +7,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const subcommand subcommands[] = {
     {"info", cmd_info, "describe a .qlm file or a zoo model (layers, params, MACs)"},
     {"quantize", cmd_quantize, "quantize a float model to int8 (post-training static quantization)"},
     {"metrics", cmd_metrics, "uncertainty metrics of predictions in a CSV file (ECE, AUROC, AURC, ...)"},
+    {"export", cmd_export, "export a model for a device toolchain (TFLite for the Edge TPU)"},
 };
 
 static void usage(FILE *out) {

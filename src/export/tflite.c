@@ -95,13 +95,14 @@ static int const_i32(emit_ctx *c, const char *name, int rank, const int32_t *sha
 /* Explicit PAD of p_h / p_w cells on each side; the padded tensor has the
  * input's type and quantization (TFLite pads int8 with the zero point). */
 static int emit_pad(emit_ctx *c, int x, const char *name, int p_h, int p_w) {
-    const qlm_tfl_tensor *xt = &c->m->t[x];
+    const qlm_tfl_tensor xt = c->m->t[x]; /* a copy: adding tensors may move m->t */
     char nm[64];
-    snprintf(nm, sizeof nm, "%.40s/pad", name);
     const int32_t pv[8] = {0, 0, p_h, p_h, p_w, p_w, 0, 0}, ps[2] = {4, 2};
-    const int pads = const_i32(c, "paddings", 2, ps, pv, 8);
-    const int y = act_tensor(c, nm, xt->type, xt->shape[1] + 2 * p_h, xt->shape[2] + 2 * p_w,
-                             xt->shape[3]);
+    snprintf(nm, sizeof nm, "%.40s/paddings", name);
+    const int pads = const_i32(c, nm, 2, ps, pv, 8);
+    snprintf(nm, sizeof nm, "%.40s/pad", name);
+    const int y = act_tensor(c, nm, xt.type, xt.shape[1] + 2 * p_h, xt.shape[2] + 2 * p_w,
+                             xt.shape[3]);
     qlm_tfl_quant_copy(c->m, y, x);
     const int32_t in[2] = {x, pads};
     qlm_tfl_op *o = qlm_tfl_op_add(c->m, TFL_OP_PAD, c->int8 ? 2 : 1, 2, in, y);
@@ -246,7 +247,9 @@ static void add_op(emit_ctx *c, int a, int b, int y, qlm_act act) {
 /* MEAN over axes {1, 2} with keep_dims: [N][H][W][C] -> [N][1][1][C]. */
 static void mean_op(emit_ctx *c, int x, int y) {
     const int32_t axes[2] = {1, 2}, as[1] = {2};
-    const int ax = const_i32(c, "mean/axes", 1, as, axes, 2);
+    char nm[64];
+    snprintf(nm, sizeof nm, "%.40s/axes", c->m->t[y].name);
+    const int ax = const_i32(c, nm, 1, as, axes, 2);
     const int32_t in[2] = {x, ax};
     qlm_tfl_op *o = qlm_tfl_op_add(c->m, TFL_OP_MEAN, c->int8 ? 2 : 1, 2, in, y);
     if (!o) return;
@@ -374,7 +377,8 @@ static void q_input(emit_ctx *c, const qlm_qnode *nd, qlm_tflite_io io, int *tma
         return;
     }
     const int8_t type = io == QLM_TFLITE_IO_UINT8 ? TFL_UINT8 : TFL_FLOAT32;
-    const int x = act_tensor(c, "input", type, nd->h, nd->w, nd->c);
+    const int x = act_tensor(c, io == QLM_TFLITE_IO_UINT8 ? "input_uint8" : "input_float", type,
+                             nd->h, nd->w, nd->c);
     if (io == QLM_TFLITE_IO_UINT8) qlm_tfl_quant1(c->m, x, nd->scale, nd->zero_point + 128);
     c->m->input = x;
     const int32_t in[1] = {x};
@@ -387,8 +391,9 @@ static void q_output(emit_ctx *c, const qlm_qnode *src, qlm_tflite_io io, int y)
         return;
     }
     const int8_t type = io == QLM_TFLITE_IO_UINT8 ? TFL_UINT8 : TFL_FLOAT32;
-    qlm_tfl_tensor *yt = &c->m->t[y];
-    const int o = qlm_tfl_tensor_add(c->m, "output", type, yt->rank, yt->shape);
+    const qlm_tfl_tensor yt = c->m->t[y]; /* a copy: adding a tensor may move m->t */
+    const int o = qlm_tfl_tensor_add(c->m, io == QLM_TFLITE_IO_UINT8 ? "output_uint8" : "output_float",
+                                     type, yt.rank, yt.shape);
     if (io == QLM_TFLITE_IO_UINT8) qlm_tfl_quant1(c->m, o, src->scale, src->zero_point + 128);
     c->m->output = o;
     const int32_t in[1] = {y};
@@ -514,8 +519,8 @@ static qlm_status f_linear(emit_ctx *c, const qlm_graph *g, int i, int *tmap) {
 
 /* A float tensor shaped like its input (elementwise ops). */
 static int f_like(emit_ctx *c, int x, const char *name) {
-    const qlm_tfl_tensor *xt = &c->m->t[x];
-    return qlm_tfl_tensor_add(c->m, name, TFL_FLOAT32, xt->rank, xt->shape);
+    const qlm_tfl_tensor xt = c->m->t[x]; /* a copy: adding a tensor may move m->t */
+    return qlm_tfl_tensor_add(c->m, name, TFL_FLOAT32, xt.rank, xt.shape);
 }
 
 static qlm_status f_node(emit_ctx *c, const qlm_graph *g, int i, int *tmap) {
