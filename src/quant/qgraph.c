@@ -207,6 +207,29 @@ static qlm_status check_node(const qlm_qgraph *qg, int i, qlm_err *err) {
 }
 
 /* Multipliers, clamps, add and mean parameters of node i. */
+/*
+ * TFLite 2.2's FULLY_CONNECTED takes its multiplier from
+ * GetQuantizedConvolutionMultipler, which multiplies the input and filter
+ * scales in float and divides by the output scale in double; CONV_2D's
+ * PopulateConvolutionQuantizationParams multiplies all three in double
+ * (qlm_conv_multipliers). The low bits of the 31-bit multiplier differ,
+ * and with them about one output in 10^5 (golden probes in
+ * tests/test_tflite_export.c, checked against the TFLite 2.2 runtime).
+ * (double)p * (double)1.0f / out is exactly (double)p / out.
+ */
+static qlm_status fc_multipliers(float in_scale, int c, const float *w_scale,
+                                 float out_scale, int32_t *mult,
+                                 int32_t *shift, qlm_err *err) {
+    const float one = 1.0f;
+    for (int o = 0; o < c; o++) {
+        const float prod = in_scale * w_scale[o]; /* float, as TFLite 2.2 */
+        qlm_status st = qlm_conv_multipliers(prod, 1, &one, out_scale,
+                                             mult + o, shift + o, err);
+        if (st != QLM_OK) return st;
+    }
+    return QLM_OK;
+}
+
 static qlm_status derive(qlm_qgraph *qg, int i, int64_t *m_next,
                          qlm_err *err) {
     qlm_qnode *n = &qg->nodes[i];
@@ -222,9 +245,9 @@ static qlm_status derive(qlm_qgraph *qg, int i, int64_t *m_next,
     if (st == QLM_OK && has_weights(n->kind)) {
         n->m_off = *m_next;
         *m_next += n->c;
-        st = qlm_conv_multipliers(a->scale, n->c, qg->w_scale + n->s_off,
-                                  n->scale, qg->mult + n->m_off,
-                                  qg->shift + n->m_off, &inner);
+        st = (n->kind == QLM_QOP_FC_S8 ? fc_multipliers : qlm_conv_multipliers)(
+            a->scale, n->c, qg->w_scale + n->s_off, n->scale,
+            qg->mult + n->m_off, qg->shift + n->m_off, &inner);
     }
     if (st == QLM_OK && n->kind == QLM_QOP_ADD_S8) {
         const qlm_qnode *b = &qg->nodes[n->in[1]];
