@@ -413,9 +413,9 @@ static int probe_qualm(const qlm_qgraph *qg) {
  * must give TFLite's code in both.
  */
 static void test_multiplier_probes(void) {
-    float s_in, s_w, s_out;
-    int32_t b;
-    int y_d, y_f;
+    float s_in = 0, s_w = 0, s_out = 0;
+    int32_t b = 0;
+    int y_d = 0, y_f = 0;
     for (uint64_t seed = 1; seed <= 3; seed++) {
         CHECK(probe_case(seed, &s_in, &s_w, &s_out, &b, &y_d, &y_f));
         const qlm_qop_kind kinds[2] = {QLM_QOP_FC_S8, QLM_QOP_CONV_S8};
