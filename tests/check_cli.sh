@@ -51,6 +51,10 @@ small=(--batch 64 --max-train 256 --max-val 100 --threads 1 --quiet)
 "$QUALM" quantize "$tmp/f.qlm" --mode fp16 --out "$tmp/h.qlm" >/dev/null || bad "quantize fp16"
 "$QUALM" quantize "$tmp/f.qlm" --mode dynamic --out "$tmp/d.qlm" >/dev/null || bad "quantize dynamic"
 
+"$QUALM" train --quant qat --from "$tmp/f.qlm" --epochs 1 "${small[@]}" --out "$tmp/qat.qlm" >/dev/null || bad "train --quant qat"
+expect 4 "QAT checkpoint" -- "$QUALM" check "$tmp/qat.qlm.ckpt" --device edgetpu
+expect 0 "([0-9]+) of \\1 ops mapped to the Edge TPU$" -- "$QUALM" check "$tmp/qat.qlm" --device edgetpu
+
 # a corrupted model: one byte flipped in the middle
 cp "$tmp/q.qlm" "$tmp/c.qlm"
 size=$(stat -c %s "$tmp/c.qlm")

@@ -305,6 +305,30 @@ static void test_zoo_float_modes(void) {
     for (int i = 0; i < N_ZOO; i++) float_zoo_model(zoo[i], 200 + (uint64_t)i);
 }
 
+/* A QAT training graph: fake quantization first, float tensors; the Myriad X
+ * drops the fake quantization (FP16). */
+static void test_qat_graph(void) {
+    qlm_graph *g = random_model("resnet8", 31);
+    qlm_graph *qat = NULL;
+    qlm_err err = {0};
+    qlm_qat_opts o = qlm_qat_opts_default();
+    CHECK_MSG(g && qlm_qat_prepare(g, &o, &qat, &err) == QLM_OK, "%s", err.msg);
+    qlm_dev_op *ops = NULL;
+    int n = 0;
+    CHECK_MSG(qat && qlm_dev_ops_graph(qat, &ops, &n, &err) == QLM_OK, "%s", err.msg);
+    CHECK(n > 2 && ops[0].kind == QLM_DOP_FAKE_QUANT && ops[1].kind == QLM_DOP_CONV_2D);
+    CHECK(n < 2 || ops[1].no_tflite != NULL);
+    qlm_dev_report r = check_ops(QLM_DEVICE_EDGETPU, "qat", ops, n);
+    CHECK(r.n_mapped == 0 && r.first_unsupported == 0 && strstr(r.note, "QAT checkpoint"));
+    qlm_dev_report_free(&r);
+    r = check_ops(QLM_DEVICE_MYRIADX, "qat", ops, n);
+    CHECK(r.n_mapped == n && strstr(r.rows[0].reason, "FP16"));
+    qlm_dev_report_free(&r);
+    free(ops);
+    qlm_graph_free(qat);
+    qlm_graph_free(g);
+}
+
 /* ------------------------------------------------- hand-built partitions */
 
 /*
@@ -597,6 +621,7 @@ int main(void) {
     RUN(test_violations_partition);
     RUN(test_myriadx_rules);
     RUN(test_files_and_errors);
+    RUN(test_qat_graph);
     RUN(test_zoo_int8_edgetpu);
     RUN(test_zoo_float_modes);
     return qlm_test_finish();

@@ -137,9 +137,9 @@ typedef struct {
 
 typedef struct {
     qlm_device device;
-    char model[16];       /* "float32", "int8", "fp16", "dynamic" */
+    char model[16];       /* "float32", "int8", "fp16", "dynamic", "qat" */
     char numerics[16];    /* what the device computes: "int8", "fp16", "fp32", ... */
-    char note[320];       /* model-level note (precision conversion), or "" */
+    char note[400];       /* model-level note (precision conversion), or "" */
     int n_rows;
     qlm_dev_row *rows;    /* owned */
     int n_mapped;

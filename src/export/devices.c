@@ -360,6 +360,11 @@ static const model_profile model_profiles[] = {
       "fp32 model: the Myriad X computes in FP16 (VPU plugins support FP16 models, not FP32): "
       "weights and activations become binary16, as qualm quantize --mode fp16 computes"}},
     {"fp16", {"fp16", "fp16", "fp16"}, {NULL, TPU_NOT, NULL}},
+    {"qat", {"fp32", "fp32", "fp16"},
+     {NULL,
+      "a QAT checkpoint (float training graph): deploy the int8 model qualm train --quant qat "
+      "wrote with --out, which maps to the Edge TPU; " TPU_NOT,
+      "a QAT checkpoint: the Myriad X would run it as FP16 without its fake quantization"}},
     {"dynamic", {"dynamic", "dynamic", "fp16"},
      {NULL, TPU_NOT,
       "dynamic model: the Myriad X runs it as FP16 (int8 weights dequantized; the VPU has no "
@@ -443,6 +448,7 @@ qlm_status qlm_device_check_file(const char *path, qlm_device d, int io, qlm_dev
         qlm_graph *g = NULL;
         st = qlm_file_load(path, &g, NULL, err);
         if (st == QLM_OK) st = qlm_dev_ops_graph(g, &ops, &n, err);
+        if (st == QLM_OK && qlm_qat_is_qat(g)) model = "qat";
         qlm_graph_free(g);
     }
     if (st == QLM_OK) st = qlm_device_check_ops(d, model, ops, n, rep, err);
