@@ -607,6 +607,10 @@ static void test_files_and_errors(void) {
     CHECK(!qlm_device_accepts_format(QLM_DEVICE_EDGETPU, "onnx", &why) && why);
     CHECK(!qlm_device_accepts_format(QLM_DEVICE_MYRIADX, "tflite", &why) && why);
     CHECK(qlm_device_accepts_format(QLM_DEVICE_CPU, "tflite", &why) && !why);
+    CHECK(strcmp(qlm_device_numerics(QLM_DEVICE_MYRIADX, "int8"), "fp16") == 0);
+    CHECK(strcmp(qlm_device_numerics(QLM_DEVICE_EDGETPU, "int8"), "int8") == 0);
+    CHECK(strcmp(qlm_device_numerics(QLM_DEVICE_CPU, "dynamic"), "dynamic") == 0);
+    CHECK(qlm_device_numerics(QLM_DEVICE_CPU, "int4") == NULL);
     qlm_dev_op op = qlm_dev_op_default(QLM_DOP_COUNT, "x");
     CHECK(qlm_device_check_ops(QLM_DEVICE_CPU, "int8", &op, 1, &r, &err) == QLM_ERR_ARG);
     unlink(path);

@@ -149,6 +149,15 @@ typedef struct {
 
 void qlm_dev_report_free(qlm_dev_report *r);
 
+/**
+ * The numerics a device computes for a model kind ("int8", "float32",
+ * "fp16", "dynamic", "qat"): edgetpu keeps int8 (other kinds run on the
+ * CPU in their own numerics), myriadx is always "fp16", cpu the model's
+ * ("fp32" for float32 and qat). NULL for an unknown kind. The study picks
+ * each cell's numerics with it.
+ */
+const char *qlm_device_numerics(qlm_device d, const char *model);
+
 /*
  * Describe a model as the ops of its exported file (TFLite op order). The
  * ops array is malloc'ed (free()). io is the I/O type of an int8 export

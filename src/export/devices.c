@@ -378,16 +378,22 @@ void qlm_dev_report_free(qlm_dev_report *r) {
     r->n_rows = 0;
 }
 
+static const model_profile *find_model(const char *model) {
+    for (size_t i = 0; model && i < sizeof model_profiles / sizeof *model_profiles; i++)
+        if (strcmp(model_profiles[i].model, model) == 0) return &model_profiles[i];
+    return NULL;
+}
+
+const char *qlm_device_numerics(qlm_device d, const char *model) {
+    const model_profile *m = find_model(model);
+    return m && (unsigned)d < QLM_DEVICE_COUNT ? m->numerics[d] : NULL;
+}
+
 static void set_model(qlm_dev_report *rep, qlm_device d, const char *model) {
+    const model_profile *m = find_model(model);
     snprintf(rep->model, sizeof rep->model, "%s", model);
-    for (size_t i = 0; i < sizeof model_profiles / sizeof *model_profiles; i++) {
-        const model_profile *m = &model_profiles[i];
-        if (strcmp(m->model, model) != 0) continue;
-        snprintf(rep->numerics, sizeof rep->numerics, "%s", m->numerics[d]);
-        snprintf(rep->note, sizeof rep->note, "%s", m->note[d] ? m->note[d] : "");
-        return;
-    }
-    snprintf(rep->numerics, sizeof rep->numerics, "%s", model);
+    snprintf(rep->numerics, sizeof rep->numerics, "%s", m ? m->numerics[d] : model);
+    snprintf(rep->note, sizeof rep->note, "%s", m && m->note[d] ? m->note[d] : "");
 }
 
 qlm_status qlm_device_check_ops(qlm_device d, const char *model, const qlm_dev_op *ops, int n,
