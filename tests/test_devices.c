@@ -409,6 +409,22 @@ static void test_grouped_conv_partition(void) {
     CHECK(r.n_mapped == n);
     qlm_dev_report_free(&r);
     free(ops);
+    /* Per-channel scales on the fully connected layer: TFLite 2.2 cannot
+     * express it (the writer refuses), the Edge TPU check says so. */
+    qg->nodes[3].groups = 1;
+    qg->nodes[3].n_w = 16;
+    qg->w_scale[1] = 0.02f;
+    CHECK_MSG(qlm_qgraph_prepare(qg, &err) == QLM_OK, "%s", err.msg);
+    CHECK(qlm_dev_ops_qgraph(qg, 0, &ops, &n, &err) == QLM_OK);
+    r = check_ops(QLM_DEVICE_EDGETPU, "int8", ops, n);
+    CHECK_MSG(n == 6 && r.first_unsupported == 5 && r.n_mapped == 5 &&
+                  strstr(r.rows[5].reason, "per-channel weight scales"),
+              "n %d first %d", n, r.first_unsupported);
+    CHECK(qlm_tflite_from_qgraph(qg, QLM_TFLITE_IO_INT8, &data, &len, &err) ==
+          QLM_ERR_UNSUPPORTED);
+    free(data);
+    qlm_dev_report_free(&r);
+    free(ops);
     qlm_qgraph_free(qg);
 }
 

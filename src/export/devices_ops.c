@@ -214,6 +214,10 @@ static void q_node(op_list *l, const qlm_qgraph *qg, int i, int io, int *rank) {
         emit_flatten(l, i, nd->name, QLM_I8, r_in, qlm_qnode_numel(src));
         qlm_dev_op o = op2(QLM_DOP_FULLY_CONNECTED, i, nd->name, QLM_I8, nd->c);
         o.act = nd->act;
+        for (int c = 1; c < nd->c; c++)
+            if (qg->w_scale[nd->s_off + c] != qg->w_scale[nd->s_off])
+                o.no_tflite = "fully connected layer with per-channel weight scales (TFLite "
+                              "2.2's int8 FULLY_CONNECTED takes one; qualm export refuses it)";
         push(l, &o);
         rank[i] = 2;
         return;
