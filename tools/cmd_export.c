@@ -12,12 +12,14 @@
 #include "qualm/export.h"
 
 int cmd_export(int argc, char **argv) {
-    const char *format = NULL, *io_name = "int8", *out = NULL;
+    const char *format = NULL, *io_name = "int8", *out = NULL, *device = NULL;
     const cli_opt opts[] = {
         {"format", OPT_STR, &format, "FMT", "output format (required)", "tflite", 0, 0},
         {"io", OPT_STR, &io_name, "TYPE",
          "input/output type of an int8 model (float models are fp32)", "int8|uint8|float", 0, 0},
         {"out", OPT_STR, &out, "FILE", "output file (required; written atomically)", NULL, 0, 0},
+        {"device", OPT_STR, &device, "DEV", "check against a device profile first (qualm check)",
+         "edgetpu|myriadx|cpu", 0, 0},
     };
     const cli_command cmd = {
         "export", "FILE.qlm --format tflite [--io int8|uint8|float] --out FILE.tflite",
@@ -39,6 +41,7 @@ int cmd_export(int argc, char **argv) {
         fprintf(stderr, "qualm export: unknown --io '%s' (accepted: int8, uint8, float)\n", io_name);
         return EXIT_USAGE;
     }
+    if (device && (rc = check_for_export(path, format, device, (int)io)) >= 0) return rc;
     qlm_err err;
     qlm_err_clear(&err);
     bool int8 = false;

@@ -9,5 +9,9 @@ int cmd_metrics(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+/* qualm export --device: check first and print the summary; -1 = go on,
+ * else the exit code (a format the device cannot read, a bad file). */
+int check_for_export(const char *path, const char *format, const char *device, int io);
 
 #endif
