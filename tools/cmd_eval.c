@@ -43,7 +43,7 @@ int cmd_eval(int argc, char **argv) {
         {"shift", OPT_STR, &shift, "LIST", "shift sets: all, NAME or NAME:SEV, comma-separated (docs/data.md)", NULL, 0, 0},
         {"passes", OPT_INT, &passes, "T", "mcdropout samples (0 = 16) or tta augmentations (0 = 8, at most 8)", NULL, 0, 1024},
         {"bootstrap", OPT_INT, &boot, "N", "bootstrap resamples of the intervals (-1 = 1000; 0 = none)", NULL, -1, 100000},
-        {"seed", OPT_U64, &seed, "S", "seed of the generated OOD / shift sets, dropout masks and TTA noise", NULL, 0, 0},
+        {"seed", OPT_U64, &seed, "S", "seed of the generated OOD / shift sets, dropout masks and TTA noise", NULL, 0, 1.8e19},
     };
     const cli_command cmd = {"eval", "FILE.qlm [options]",
                              "Evaluate a model on a dataset split: accuracy and negative log-likelihood.\n"
