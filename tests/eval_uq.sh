@@ -156,6 +156,23 @@ grep -q '"passes": 8' "$tmp/t1.json" && grep -q '"mutual_information"' "$tmp/t1.
 "${T1[@]}" --method mcdropout --passes 4 --seed 2 | sed 's/, "seconds": [0-9.]*//' >"$tmp/d2.json" || bad "eval mcdropout seed 2"
 ! cmp -s "$tmp/d1.json" "$tmp/d2.json" && ok || bad "mcdropout ignores the seed"
 
+# MC dropout on int8 samples only the head: the last layer in float on the
+# dequantized features. With p -> 0 it is the int8 model up to the rounding
+# of the int8 logits.
+H=("$QUALM" eval "$tmp/int8.qlm" --limit 200 --threads 2 --bootstrap 0 --json)
+"${H[@]}" --method mcdropout --dropout 0.000001 --passes 1 >"$tmp/h0.json" || bad "int8 head-only mcdropout"
+"${H[@]}" --method softmax >"$tmp/s0.json" || bad "int8 softmax"
+"${H[@]}" --method mcdropout --dropout 0.3 --passes 4 >"$tmp/h3.json" || bad "int8 head-only mcdropout p 0.3"
+"$PY" -c '
+import json, sys
+h, s, h3 = (json.load(open(f)) for f in sys.argv[1:4])
+assert h["head_only"] and "samples only the head" in h["note"], "no head-only note"
+assert abs(h["test"]["accuracy"] - s["test"]["accuracy"]) <= 0.02, (h["test"]["accuracy"], s["test"]["accuracy"])
+assert abs(h["test"]["nll"] - s["test"]["nll"]) <= 0.02 * (1 + s["test"]["nll"]), (h["test"]["nll"], s["test"]["nll"])
+assert h3["test"]["by_score"]["mutual_information"]["aurc"] is not None
+assert h3["test"]["nll"] != h["test"]["nll"], "dropout had no effect"
+' "$tmp/h0.json" "$tmp/s0.json" "$tmp/h3.json" && ok || bad "int8 head-only MC dropout vs int8 softmax"
+
 # Bad options: one line, non-zero exit.
 expect() { # code pattern command...
   local code=$1 pat=$2; shift 2
@@ -166,7 +183,7 @@ expect 2 "unknown set 'bogus'" "$QUALM" eval "$tmp/m.qlm" --ood bogus
 expect 2 "severity '9'" "$QUALM" eval "$tmp/m.qlm" --shift contrast:9
 expect 2 "unknown corruption 'fog'" "$QUALM" eval "$tmp/m.qlm" --shift fog
 expect 2 "accepted" "$QUALM" eval "$tmp/m.qlm" --method nope
-expect 1 "int8 model.*no dropout" "$QUALM" eval "$tmp/int8.qlm" --method mcdropout --limit 10
+expect 1 "samples only the head.*--dropout P" "$QUALM" eval "$tmp/int8.qlm" --method mcdropout --limit 10
 expect 1 "needs its trained head" "$QUALM" eval "$tmp/m.qlm" --method edl --limit 10
 expect 1 "at most 8" "$QUALM" eval "$tmp/m.qlm" --method tta --passes 9 --limit 10
 echo "$pass passed, $fail failed"

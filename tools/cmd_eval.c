@@ -28,6 +28,7 @@ int cmd_eval(int argc, char **argv) {
     int threads = cpu.logical_cores, batch = 256, limit = 0;
     const char *method = NULL, *ood = NULL, *shift = NULL, *ood_dir = NULL;
     int passes = 0, boot = -1;
+    float dropout = 0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
         {"data", OPT_STR, &data, "NAME", "dataset", "fashion-mnist|mnist", 0, 0},
@@ -42,6 +43,7 @@ int cmd_eval(int argc, char **argv) {
         {"ood-dir", OPT_STR, &ood_dir, "DIR", "folder of the MNIST IDX files (default: $QUALM_DATA/mnist or data/mnist)", NULL, 0, 0},
         {"shift", OPT_STR, &shift, "LIST", "shift sets: all, NAME or NAME:SEV, comma-separated (docs/data.md)", NULL, 0, 0},
         {"passes", OPT_INT, &passes, "T", "mcdropout samples (0 = 16) or tta augmentations (0 = 8, at most 8)", NULL, 0, 1024},
+        {"dropout", OPT_FLOAT, &dropout, "P", "mcdropout on an int8 model: the float model's dropout probability (samples only the head)", NULL, 0, 0.99},
         {"bootstrap", OPT_INT, &boot, "N", "bootstrap resamples of the intervals (-1 = 1000; 0 = none)", NULL, -1, 100000},
         {"seed", OPT_U64, &seed, "S", "seed of the generated OOD / shift sets, dropout masks and TTA noise", NULL, 0, 1.8e19},
     };
@@ -60,7 +62,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (method || ood || shift || boot >= 0) {
         eval_uq_args ua = {path, data, data_dir, split, ood_dir, method ? method : "softmax", ood, shift,
-                           passes, batch, threads, limit, boot < 0 ? QLM_BOOTSTRAP_RESAMPLES : boot, seed, json};
+                           passes, batch, threads, limit, boot < 0 ? QLM_BOOTSTRAP_RESAMPLES : boot, seed, dropout, json};
         return eval_uq(&ua);
     }
     qlm_err err;

@@ -294,6 +294,10 @@ static void header(ctx *c, const qlm_dataset *ds) {
     }
     fputs("], \"default_score\": ", f);
     json_str(f, names[0]);
+    if (qlm_uqeval_head_only(c->e))
+        fputs(", \"head_only\": true, \"note\": \"mcdropout on an int8 model samples only the head: the int8 graph "
+              "runs once to the last layer's input, that layer runs in float on the dequantized features with "
+              "dropout\"", f);
     if (strcmp(qlm_uqeval_kind(c->e), "int8") == 0)
         fputs(", \"int8_softmax_note\": \"int8_softmax: softmax of the dequantized logits rounded to the "
               "1/256 grid of an int8 softmax output (what an Edge TPU user reads)\"", f);
@@ -302,6 +306,9 @@ static void header(ctx *c, const qlm_dataset *ds) {
                qlm_uqeval_kind(c->e), a->method, qlm_uqeval_passes(c->e), qlm_uqeval_passes(c->e) > 1 ? "es" : "",
                strcmp(a->method, "temperature") == 0 ? ", fitted T on val" : "", a->data, a->split,
                (long long)ds->n);
+    if (!a->json && qlm_uqeval_head_only(c->e))
+        printf("  note: MC dropout on an int8 model samples only the head (last layer in float, dropout p = %g)\n",
+               (double)a->dropout);
     if (!a->json && strcmp(a->method, "temperature") == 0) printf("  temperature T = %.4f\n", qlm_uqeval_temperature(c->e));
     if (!a->json) printf("  scores: default %s; bootstrap %d resamples (JSON has the intervals)\n", names[0], a->bootstrap);
 }
@@ -361,6 +368,7 @@ int eval_uq(const eval_uq_args *a) {
     o.passes = a->passes;
     o.seed = a->seed;
     o.batch = a->batch;
+    o.dropout = a->dropout;
     c.pool = o.pool = qlm_pool_create(a->threads);
     qlm_kernels_set_blas_threads(1); /* parallelism comes from the pool */
     char *buf = NULL;

@@ -14,6 +14,7 @@ typedef struct {
     const char *shift;    /* "all", NAME or NAME:SEV, comma-separated, or NULL */
     int passes, batch, threads, limit, bootstrap;
     uint64_t seed;
+    float dropout;        /* int8 mcdropout: the float model's dropout probability */
     bool json;
 } eval_uq_args;
 

@@ -16,8 +16,11 @@
  *                the softmaxes; scores entropy, mutual_information,
  *                expected_entropy
  *   mcdropout    T passes with dropout on (float models with a dropout
- *                node); same scores as tta. Other kinds: see
- *                qlm_uqeval_open.
+ *                node); same scores as tta. On int8 models it samples
+ *                only the head: the int8 graph runs once up to the input
+ *                of its last fully connected layer, and that layer runs in
+ *                float on the dequantized features with T dropout masks
+ *                (qlm_uqeval_head_only says so). fp16 / dynamic: refused.
  * The other methods plug in through qlm_uqhead_apply (contracts.md A).
  *
  * For int8 models every prediction also carries the view an Edge TPU user
@@ -44,6 +47,8 @@ typedef struct {
     uint64_t seed;        /* dropout masks and TTA noise (default 0) */
     int batch;            /* samples per forward pass (default 256) */
     qlm_pool *pool;       /* threads for float / fp16 / dynamic runs and the bootstrap; may be NULL */
+    double dropout;       /* mcdropout on int8 models: the float model's dropout probability
+                             (0 < p < 1; the int8 file does not keep it) */
 } qlm_uqeval_opts;
 
 qlm_uqeval_opts qlm_uqeval_opts_default(void);
@@ -54,14 +59,17 @@ typedef struct qlm_uqeval qlm_uqeval;
  * Load the model at path (any .qlm kind) and set up the head of o->method.
  * QLM_ERR_UNSUPPORTED for a method this build cannot run on this model (a
  * trained head such as edl/duq/ddu before qualm/uqhead.h is linked in;
- * mcdropout on a float model without a dropout node, or on int8 / fp16 /
- * dynamic models, whose static graph has no dropout: the message says so).
+ * mcdropout on a float model without a dropout node, or on fp16 / dynamic
+ * models: the message says so). mcdropout on an int8 model needs
+ * o->dropout (QLM_ERR_ARG without).
  * Errors name the file.
  */
 qlm_status qlm_uqeval_open(const char *path, const qlm_uqeval_opts *o, qlm_uqeval **out,
                            qlm_err *err);
 void qlm_uqeval_close(qlm_uqeval *e);
 
+/** True when MC dropout samples only the head (int8 models). */
+bool qlm_uqeval_head_only(const qlm_uqeval *e);
 /** "float", "int8", "fp16" or "dynamic". */
 const char *qlm_uqeval_kind(const qlm_uqeval *e);
 /** The model's architecture name (from the file). */

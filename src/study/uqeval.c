@@ -33,6 +33,13 @@ typedef struct {
     int batch;
     int h, w, c, k;
     char arch[64];
+    /* int8 MC dropout samples only the head: qg cut after the last FC's
+     * input (so the run yields the dequantized features), and that FC in
+     * float: hw[k][d], hb[k]. */
+    qlm_qgraph cut;
+    bool head_only;
+    int d;
+    double *hw, *hb;
 } runner;
 
 static qlm_status runner_open(runner *r, const char *path, int batch, qlm_pool *pool, qlm_err *err) {
@@ -70,6 +77,11 @@ static qlm_status runner_open(runner *r, const char *path, int batch, qlm_pool *
 }
 
 static void runner_close(runner *r) {
+    free(r->cut.nodes);
+    free(r->cut.mult);
+    free(r->cut.shift);
+    free(r->hw);
+    free(r->hb);
     qlm_exec_free(r->e);
     qlm_graph_free(r->g);
     qlm_aligned_free(r->arena);
@@ -80,6 +92,71 @@ static void runner_close(runner *r) {
 
 static float *runner_input(runner *r) {
     return r->e ? qlm_exec_input(r->e) : r->qx ? qlm_qexec_input(r->qx) : qlm_mexec_input(r->mx);
+}
+
+/*
+ * Switch an int8 runner to "head only": execute the graph up to the input of
+ * its last fully connected layer plus a DEQUANTIZE (a copy of the node list
+ * sharing the weights), and keep that layer as float weights, so dropout can
+ * be applied to the dequantized features on the host, as MC dropout next to
+ * an accelerator whose graph is static would do.
+ */
+static qlm_status runner_cut_head(runner *r, const char *path, qlm_err *err) {
+    const qlm_qgraph *qg = r->qg;
+    int last = qg->n_nodes - 1, fc = qg->nodes[last].in[0];
+    if (qg->nodes[fc].kind != QLM_QOP_FC_S8 || qg->nodes[fc].act != QLM_ACT_NONE)
+        return qlm_err_set(err, QLM_ERR_UNSUPPORTED, "%s: mcdropout on int8 needs a plain fully connected last layer", path);
+    const qlm_qnode *f = &qg->nodes[fc], *fi = &qg->nodes[f->in[0]];
+    int cut_at = f->in[0];
+    r->cut = *qg;
+    r->cut.nodes = calloc((size_t)cut_at + 2, sizeof(qlm_qnode));
+    r->cut.mult = r->cut.shift = NULL;
+    r->d = (int)qlm_qnode_numel(fi);
+    r->hw = malloc(sizeof(double) * (size_t)f->c * (size_t)r->d);
+    r->hb = malloc(sizeof(double) * (size_t)f->c);
+    if (!r->cut.nodes || !r->hw || !r->hb) return qlm_err_set(err, QLM_ERR_NOMEM, "out of memory");
+    memcpy(r->cut.nodes, qg->nodes, sizeof(qlm_qnode) * ((size_t)cut_at + 1));
+    qlm_qnode *dq = &r->cut.nodes[cut_at + 1];
+    *dq = qg->nodes[last];
+    dq->in[0] = cut_at;
+    dq->h = fi->h, dq->w = fi->w, dq->c = fi->c;
+    snprintf(dq->name, sizeof dq->name, "features");
+    r->cut.n_nodes = cut_at + 2;
+    qlm_status st = qlm_qgraph_prepare(&r->cut, err);
+    if (st != QLM_OK) return st;
+    for (int j = 0; j < f->c; j++) {
+        double ws = qg->w_scale[f->s_off + j];
+        for (int i = 0; i < r->d; i++)
+            r->hw[(size_t)j * r->d + i] = ws * qg->w8[f->w_off + (int64_t)j * r->d + i];
+        r->hb[j] = (double)qg->bias[f->b_off + j] * fi->scale * ws; /* bias scale = s_in s_w */
+    }
+    qlm_aligned_free(r->arena);
+    size_t bytes = qlm_qexec_size(&r->cut, r->batch);
+    if (!(r->arena = qlm_aligned_alloc(bytes))) return qlm_err_set(err, QLM_ERR_NOMEM, "out of memory");
+    if (!(r->qx = qlm_qexec_init(&r->cut, r->batch, r->arena, bytes, err))) return err ? err->status : QLM_ERR_ARG;
+    r->head_only = true;
+    return QLM_OK;
+}
+
+/*
+ * Head-only pass: out[i][j] = b_j + sum_t W_jt f_it m_it / (1 - p), with the
+ * keep mask m from qlm_hash3(seed, sample, t) (inverted dropout, as the
+ * float graph's dropout).
+ */
+static void head_pass(const runner *r, int n, int64_t first, const float *feat, double p, uint64_t seed,
+                      float *out) {
+    const uint64_t keep_below = (uint64_t)((1.0 - p) * 18446744073709551616.0);
+    const double scale = 1.0 / (1.0 - p);
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < r->k; j++) {
+            const double *wr = r->hw + (size_t)j * r->d;
+            double a = 0;
+            for (int t = 0; t < r->d; t++)
+                if (qlm_hash3(seed, (uint64_t)(first + i), (uint64_t)t) < keep_below)
+                    a += wr[t] * feat[(size_t)i * r->d + t];
+            out[(size_t)i * r->k + j] = (float)(r->hb[j] + scale * a);
+        }
+    }
 }
 
 /* Run n samples; dropout_on only matters for float graphs. */
@@ -129,6 +206,7 @@ struct qlm_uqeval {
     const head_vt *head;
     int passes;
     double t; /* temperature */
+    double drop_p; /* int8 head-only MC dropout probability */
     const char *const *score_names;
     int n_scores;
 };
@@ -213,7 +291,7 @@ static const head_vt *find_head(qlm_uq_method m) {
 /* ------------------------------------------------------------ open/close */
 
 qlm_uqeval_opts qlm_uqeval_opts_default(void) {
-    qlm_uqeval_opts o = {QLM_UQ_SOFTMAX, 0, 0.1f, 0, 256, NULL};
+    qlm_uqeval_opts o = {QLM_UQ_SOFTMAX, 0, 0.1f, 0, 256, NULL, 0.0};
     return o;
 }
 
@@ -238,10 +316,19 @@ static qlm_status check_method(qlm_uqeval *e, const char *path, qlm_err *err) {
     }
     if (m == QLM_UQ_MCDROPOUT) {
         e->passes = e->o.passes > 0 ? e->o.passes : 16;
+        if (e->r.kind == QLM_QFILE_INT8) {
+            /* The static int8 graph has no dropout: sample only the head. */
+            if (!(e->o.dropout > 0 && e->o.dropout < 1))
+                return qlm_err_set(err, QLM_ERR_ARG,
+                                   "%s: mcdropout on an int8 model samples only the head (its static graph has no "
+                                   "dropout): give the float model's dropout probability (--dropout P)", path);
+            e->drop_p = e->o.dropout;
+            return runner_cut_head(&e->r, path, err);
+        }
         if (e->r.kind != QLM_QFILE_FLOAT)
             return qlm_err_set(err, QLM_ERR_UNSUPPORTED,
-                               "%s: mcdropout on a %s model: its static graph has no dropout, so MC dropout "
-                               "could only sample the head, which this build does not do; evaluate the float model",
+                               "%s: mcdropout on a %s model: its graph has no dropout and head-only sampling is "
+                               "implemented for int8 models; evaluate the float or int8 model",
                                path, kind_name(e->r.kind));
         if (!graph_has_dropout(e->r.g))
             return qlm_err_set(err, QLM_ERR_UNSUPPORTED,
@@ -285,6 +372,7 @@ void qlm_uqeval_close(qlm_uqeval *e) {
 }
 
 const char *qlm_uqeval_kind(const qlm_uqeval *e) { return kind_name(e->r.kind); }
+bool qlm_uqeval_head_only(const qlm_uqeval *e) { return e->r.head_only; }
 const char *qlm_uqeval_arch(const qlm_uqeval *e) { return e->r.arch; }
 int qlm_uqeval_classes(const qlm_uqeval *e) { return e->r.k; }
 const char *const *qlm_uqeval_score_names(const qlm_uqeval *e) { return e->score_names; }
@@ -319,6 +407,13 @@ static qlm_status run_passes(qlm_uqeval *e, const qlm_dataset *ds, float *out, i
         if (st != QLM_OK) {
             qlm_err_set(err, st, "%s: cannot read samples from %lld", ds->name, (long long)s);
             break;
+        }
+        if (r->head_only) { /* one int8 run, then the passes on the host */
+            st = runner_run(r, b, 0, false, err);
+            for (int p = 0; st == QLM_OK && p < e->passes; p++)
+                head_pass(r, b, s, runner_out(r), e->drop_p, qlm_hash3(e->o.seed, (uint64_t)p, 0x68656164u),
+                          out + ((size_t)p * (size_t)n + (size_t)s) * (size_t)r->k);
+            continue;
         }
         for (int p = 0; st == QLM_OK && p < e->passes; p++) {
             if (stage) {
