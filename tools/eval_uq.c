@@ -109,6 +109,7 @@ static qlm_status block(ctx *c, const char *label, const qlm_uq_pred *in, const 
     }
     fputc('}', f);
     c->n_blocks++;
+    if (c->a->json && cli_stderr_tty()) fprintf(stderr, "\rqualm eval: %d blocks done (%s)   ", c->n_blocks, label);
     if (!c->a->json) {
         const double *v = m.value;
         if (ood)
@@ -380,6 +381,7 @@ int eval_uq(const eval_uq_args *a) {
     if (st == QLM_OK) st = qlm_uqeval_open(a->path, &o, &c.e, &c.err);
     if (st == QLM_OK) st = run(&c, ood, n_ood, kinds, sevs, n_shift);
     if (c.js) fclose(c.js);
+    if (a->json && cli_stderr_tty()) fputc('\n', stderr);
     if (st == QLM_OK && a->json) fwrite(buf, 1, len, stdout);
     free(buf);
     qlm_uqeval_close(c.e);
