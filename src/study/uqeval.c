@@ -36,6 +36,7 @@ typedef struct {
     /* int8 MC dropout samples only the head: qg cut after the last FC's
      * input (so the run yields the dequantized features), and that FC in
      * float: hw[k][d], hb[k]. */
+    int feat_node, feat_dim; /* a node whose value the head needs besides the output, -1: none */
     qlm_qgraph cut;
     bool head_only;
     int d;
@@ -168,6 +169,30 @@ static qlm_status runner_run(runner *r, int n, uint64_t seed, bool dropout_on, q
     return r->qx ? qlm_qforward(r->qx, n, err) : qlm_mforward(r->mx, n, err);
 }
 
+/*
+ * Make the value of node `name` available to the head (contracts.md A:
+ * qlm_uqhead_feature_node, e.g. DDU's pooled features). Float and fp16 /
+ * dynamic graphs keep every node's value; the int8 executor reuses
+ * intermediate tensors, so int8 models cannot give one yet.
+ */
+static qlm_status runner_want_feature(runner *r, const char *name, qlm_err *err) {
+    const qlm_graph *g = r->g ? r->g : r->mg ? r->mg->g : NULL;
+    r->feat_node = -1;
+    if (!name) return QLM_OK;
+    if (!g) return qlm_err_set(err, QLM_ERR_UNSUPPORTED, "the head needs node %s, which int8 models do not expose", name);
+    for (int i = 0; i < g->n_nodes; i++)
+        if (strcmp(g->nodes[i].name, name) == 0) {
+            r->feat_node = i;
+            r->feat_dim = (int)qlm_node_numel(&g->nodes[i]);
+            return QLM_OK;
+        }
+    return qlm_err_set(err, QLM_ERR_FORMAT, "the head needs node %s, which the model lacks", name);
+}
+
+static const float *runner_feature(const runner *r) {
+    return r->e ? qlm_exec_value(r->e, r->feat_node) : qlm_mexec_value(r->mx, r->feat_node);
+}
+
 /* The graph's final output as float [n][k] (dequantized for int8). */
 static const float *runner_out(const runner *r) {
     if (r->qx) return qlm_qexec_output(r->qx);
@@ -196,8 +221,8 @@ typedef struct {
     bool dropout; /* force dropout on in every pass */
     bool augment; /* pass p sees TTA augmentation p */
     bool fits;    /* fits on the validation split */
-    qlm_status (*apply)(const struct qlm_uqeval *e, int64_t n, const float *out, qlm_uq_pred *p,
-                        qlm_err *err);
+    qlm_status (*apply)(const struct qlm_uqeval *e, int64_t n, const float *out, const float *feat,
+                        qlm_uq_pred *p, qlm_err *err);
 } head_vt;
 
 struct qlm_uqeval {
@@ -231,8 +256,9 @@ static qlm_status prob_scores(int64_t n, int k, const double *p, double *s, doub
 }
 
 /* softmax / temperature: one pass, p = softmax(z / T). */
-static qlm_status apply_softmax(const struct qlm_uqeval *e, int64_t n, const float *out, qlm_uq_pred *p,
-                                qlm_err *err) {
+static qlm_status apply_softmax(const struct qlm_uqeval *e, int64_t n, const float *out, const float *feat,
+                                qlm_uq_pred *p, qlm_err *err) {
+    (void)feat;
     int k = p->k;
     double *u = malloc((size_t)n * 3 * sizeof(double));
     if (!u) return qlm_err_set(err, QLM_ERR_NOMEM, "out of memory");
@@ -252,8 +278,9 @@ static qlm_status apply_softmax(const struct qlm_uqeval *e, int64_t n, const flo
 }
 
 /* tta / mcdropout: mean of the passes' softmaxes; entropy, MI, expected entropy. */
-static qlm_status apply_sampling(const struct qlm_uqeval *e, int64_t n, const float *out, qlm_uq_pred *p,
-                                 qlm_err *err) {
+static qlm_status apply_sampling(const struct qlm_uqeval *e, int64_t n, const float *out, const float *feat,
+                                 qlm_uq_pred *p, qlm_err *err) {
+    (void)feat;
     int k = p->k, m = e->passes;
     size_t nk = (size_t)n * k;
     double *probs = malloc((size_t)m * nk * sizeof(double)), *u = malloc((size_t)n * 3 * sizeof(double));
@@ -355,6 +382,9 @@ qlm_status qlm_uqeval_open(const char *path, const qlm_uqeval_opts *o, qlm_uqeva
     e->score_names = qlm_uq_score_names(e->o.method);
     for (e->n_scores = 0; e->score_names[e->n_scores]; e->n_scores++) {}
     qlm_status st = runner_open(&e->r, path, e->o.batch, e->o.pool, err);
+    /* The built-in heads need only the output; a qlm_uqhead passes
+     * qlm_uqhead_feature_node(h) here. */
+    if (st == QLM_OK) st = runner_want_feature(&e->r, NULL, err);
     if (st == QLM_OK) st = check_method(e, path, err);
     if (st != QLM_OK) {
         runner_close(&e->r);
@@ -394,7 +424,8 @@ void qlm_uqeval_input_shape(const qlm_uqeval *e, int *h, int *w, int *c) {
  * keyed by the dataset index, dropout masks by (seed, p, batch start) with
  * a fixed batch size.
  */
-static qlm_status run_passes(qlm_uqeval *e, const qlm_dataset *ds, float *out, int32_t *y, qlm_err *err) {
+static qlm_status run_passes(qlm_uqeval *e, const qlm_dataset *ds, float *out, float *feat, int32_t *y,
+                             qlm_err *err) {
     runner *r = &e->r;
     const int64_t n = ds->n, per = (int64_t)r->h * r->w * r->c;
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)r->batch);
@@ -425,6 +456,9 @@ static qlm_status run_passes(qlm_uqeval *e, const qlm_dataset *ds, float *out, i
             if (st == QLM_OK)
                 memcpy(out + ((size_t)p * (size_t)n + (size_t)s) * (size_t)r->k, runner_out(r),
                        sizeof(float) * (size_t)b * (size_t)r->k);
+            if (st == QLM_OK && feat && p == 0)
+                memcpy(feat + (size_t)s * (size_t)r->feat_dim, runner_feature(r),
+                       sizeof(float) * (size_t)b * (size_t)r->feat_dim);
         }
     }
     free(idx);
@@ -448,7 +482,7 @@ qlm_status qlm_uqeval_fit(qlm_uqeval *e, const qlm_dataset *val, qlm_err *err) {
     if (st != QLM_OK) return st;
     float *out = malloc(sizeof(float) * (size_t)val->n * (size_t)e->r.k);
     int32_t *y = malloc(sizeof(int32_t) * (size_t)val->n);
-    st = out && y ? run_passes(e, val, out, y, err) : qlm_err_set(err, QLM_ERR_NOMEM, "out of memory");
+    st = out && y ? run_passes(e, val, out, NULL, y, err) : qlm_err_set(err, QLM_ERR_NOMEM, "out of memory");
     if (st == QLM_OK) st = qlm_uq_temperature_fit(val->n, e->r.k, out, y, &e->t, NULL, err);
     free(out);
     free(y);
@@ -483,11 +517,14 @@ qlm_status qlm_uqeval_predict(qlm_uqeval *e, const qlm_dataset *ds, qlm_uq_pred 
     p->probs8 = int8 ? malloc(sizeof(double) * nk) : NULL;
     p->scores8 = int8 ? malloc(sizeof(double) * ns) : NULL;
     float *out = malloc(sizeof(float) * nk * (size_t)e->passes);
+    float *feat = e->r.feat_node >= 0 ? malloc(sizeof(float) * (size_t)n * (size_t)e->r.feat_dim) : NULL;
+    if (e->r.feat_node >= 0 && !feat) st = qlm_err_set(err, QLM_ERR_NOMEM, "%s: out of memory", ds->name);
     if (!p->y || !p->probs || !p->scores || (one_pass && !p->logits) || (int8 && (!p->probs8 || !p->scores8)) || !out)
         st = qlm_err_set(err, QLM_ERR_NOMEM, "%s: out of memory for %lld predictions", ds->name, (long long)n);
-    if (st == QLM_OK) st = run_passes(e, ds, out, p->y, err);
-    if (st == QLM_OK) st = e->head->apply(e, n, out, p, err);
+    if (st == QLM_OK) st = run_passes(e, ds, out, feat, p->y, err);
+    if (st == QLM_OK) st = e->head->apply(e, n, out, feat, p, err);
     free(out);
+    free(feat);
     if (st != QLM_OK) qlm_uq_pred_free(p);
     return st;
 }
