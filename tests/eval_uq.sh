@@ -173,6 +173,16 @@ assert h3["test"]["by_score"]["mutual_information"]["aurc"] is not None
 assert h3["test"]["nll"] != h["test"]["nll"], "dropout had no effect"
 ' "$tmp/h0.json" "$tmp/s0.json" "$tmp/h3.json" && ok || bad "int8 head-only MC dropout vs int8 softmax"
 
+# Repeated / unordered set lists: each block once, severities grouped by corruption.
+"$QUALM" eval "$tmp/m.qlm" --limit 30 --threads 1 --bootstrap 0 --json --ood uniform,constant,uniform \
+  --shift contrast:3,rotation:1,contrast:1,contrast:3 >"$tmp/l.json" || bad "eval with repeated sets"
+"$PY" -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert list(j["ood"]) == ["uniform", "constant"], list(j["ood"])
+assert {k: list(v) for k, v in j["shift"].items()} == {"contrast": ["1", "3"], "rotation": ["1"]}, j["shift"].keys()
+' "$tmp/l.json" && ok || bad "repeated sets not merged"
+
 # Bad options: one line, non-zero exit.
 expect() { # code pattern command...
   local code=$1 pat=$2; shift 2

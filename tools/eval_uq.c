@@ -139,7 +139,9 @@ static int parse_ood(const char *s, char names[][16], qlm_err *err) {
         bool is_all = strcmp(t, "all") == 0, known = is_all;
         for (int i = 0; i < 5; i++) {
             if (is_all || strcmp(t, all[i]) == 0) {
-                if (n < MAX_SETS) snprintf(names[n++], 16, "%s", all[i]);
+                bool dup = false; /* "mnist,all" lists mnist once */
+                for (int j = 0; j < n; j++) dup |= strcmp(names[j], all[i]) == 0;
+                if (!dup && n < MAX_SETS) snprintf(names[n++], 16, "%s", all[i]);
                 known = true;
             }
         }
@@ -183,9 +185,19 @@ static int parse_shift(const char *s, int kinds[], int sevs[], qlm_err *err) {
             k0 = (int)k, k1 = (int)k + 1;
         }
         for (int k = k0; k < k1; k++)
-            for (int v = lo; v <= hi; v++)
-                if (n < QLM_SHIFT_COUNT * QLM_SHIFT_SEVERITIES) kinds[n] = k, sevs[n++] = v;
+            for (int v = lo; v <= hi; v++) {
+                bool dup = false;
+                for (int j = 0; j < n; j++) dup |= kinds[j] == k && sevs[j] == v;
+                if (!dup && n < QLM_SHIFT_COUNT * QLM_SHIFT_SEVERITIES) kinds[n] = k, sevs[n++] = v;
+            }
     }
+    /* Blocks of one corruption must be adjacent in the JSON: order by kind, severity. */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && (kinds[j - 1] > kinds[j] || (kinds[j - 1] == kinds[j] && sevs[j - 1] > sevs[j])); j--) {
+            int tk = kinds[j], ts = sevs[j];
+            kinds[j] = kinds[j - 1], sevs[j] = sevs[j - 1];
+            kinds[j - 1] = tk, sevs[j - 1] = ts;
+        }
     return n;
 }
 
