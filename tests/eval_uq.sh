@@ -102,6 +102,16 @@ def check_ood(blk, p_in, p_out, what):
 soft = json.load(open(d + "/soft.json"))
 z = logits("m", "test")
 check_in(soft["test"], softmax(z), y, "float softmax")
+# figure data: reliability bins reproduce the ECE, risk-coverage the risks
+rel = soft["test"]["reliability"]
+near(sum(b["count"] for b in rel), n, "reliability counts")
+near(sum(b["count"] / n * abs(b["acc"] - b["conf"]) for b in rel), soft["test"]["ece"], "ece from bins", 1e-5)
+p0 = softmax(z)
+order = np.argsort(entropy(p0), kind="stable")
+wrong_sorted = (p0.argmax(axis=1) != y)[order]
+for cov, risk in soft["test"]["risk_coverage"]:
+    m = int(round(cov * n))
+    near(risk, wrong_sorted[:m].mean(), "risk at coverage %g" % cov)
 near(soft["test"]["n"], n, "n")
 if has_mnist:
     check_ood(soft["ood"]["mnist"], softmax(z), softmax(logits("m", "mnist")), "float softmax mnist")

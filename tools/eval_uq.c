@@ -70,6 +70,43 @@ static void jci(FILE *f, const qlm_uq_metrics *m, const qlm_metric *list, int n)
     fputc('}', f);
 }
 
+#define RC_POINTS 20
+
+/*
+ * Figure data of an in-distribution block (default score): the 15
+ * reliability bins and the risk-coverage curve at coverages 1/20 .. 20/20
+ * (the risk of the ceil(j n / 20) most certain samples).
+ */
+static qlm_status curves(ctx *c, const qlm_uq_pred *in) {
+    qlm_rel_bin bins[QLM_ECE_BINS];
+    qlm_status st = qlm_reliability_bins(in->n, in->k, in->probs, in->y, bins, &c->err);
+    double *u = malloc(sizeof(double) * (size_t)in->n), *risk = malloc(sizeof(double) * (size_t)in->n);
+    uint8_t *wrong = malloc((size_t)in->n);
+    if (st == QLM_OK && (!u || !risk || !wrong)) st = qlm_err_set(&c->err, QLM_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; st == QLM_OK && i < in->n; i++) {
+        u[i] = in->scores[i * in->n_scores];
+        wrong[i] = qlm_argmax(in->k, in->probs + i * in->k) != in->y[i];
+    }
+    if (st == QLM_OK) st = qlm_risk_coverage(in->n, u, wrong, NULL, risk, &c->err);
+    if (st == QLM_OK) {
+        fputs(", \"reliability\": [", c->js);
+        for (int b = 0; b < QLM_ECE_BINS; b++)
+            fprintf(c->js, "%s{\"count\": %lld, \"conf\": %.6f, \"acc\": %.6f}", b ? ", " : "",
+                    (long long)bins[b].count, bins[b].conf, bins[b].acc);
+        fputs("], \"risk_coverage\": [", c->js);
+        for (int j = 1; j <= RC_POINTS; j++) {
+            int64_t m = (j * in->n + RC_POINTS - 1) / RC_POINTS; /* ceil */
+            if (m < 1) m = 1;
+            fprintf(c->js, "%s[%.6f, %.6f]", j > 1 ? ", " : "", (double)m / (double)in->n, risk[m - 1]);
+        }
+        fputc(']', c->js);
+    }
+    free(u);
+    free(risk);
+    free(wrong);
+    return st;
+}
+
 /*
  * One block: the default score's metrics with intervals, the other scores'
  * score-dependent metrics under "by_score", and for int8 models what the
@@ -99,6 +136,7 @@ static qlm_status block(ctx *c, const char *label, const qlm_uq_pred *in, const 
         fputc('}', f);
     }
     fputc('}', f);
+    if (!ood && (st = curves(c, in)) != QLM_OK) return st;
     if (in->probs8) {
         st = qlm_uqeval_metrics(in, ood, 0, true, 0, 0, NULL, &m8, &c->err);
         if (st != QLM_OK) return st;
