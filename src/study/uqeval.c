@@ -18,6 +18,18 @@
 #include "qualm/qlmfile.h"
 #include "qualm/qmodes.h"
 
+/*
+ * Trained heads (edl, duq, ddu) come from qualm/uqhead.h (contracts.md A),
+ * written on another branch: the row that calls it compiles once that
+ * header is in the tree.
+ */
+#if defined(__has_include)
+#if __has_include("qualm/uqhead.h")
+#include "qualm/uqhead.h"
+#define QLM_HAVE_UQHEAD 1
+#endif
+#endif
+
 /* ------------------------------------------------------------- runner */
 
 /* One model of any kind with its executor (what qualm predict runs). */
@@ -230,6 +242,11 @@ struct qlm_uqeval {
     qlm_uqeval_opts o;
     const head_vt *head;
     int passes;
+    int k;    /* classes (the output size but for DUQ, whose output is K x e) */
+    bool grid_view; /* softmax-family head: an int8 model also gets the int8-softmax view */
+#ifdef QLM_HAVE_UQHEAD
+    qlm_uqhead *uqh; /* trained head read from the model file */
+#endif
     double t; /* temperature */
     double drop_p; /* int8 head-only MC dropout probability */
     const char *const *score_names;
@@ -302,11 +319,24 @@ static qlm_status apply_sampling(const struct qlm_uqeval *e, int64_t n, const fl
     return st;
 }
 
+#ifdef QLM_HAVE_UQHEAD
+/* edl / duq / ddu: the file's trained head on the final output (+ features). */
+static qlm_status apply_uqhead(const struct qlm_uqeval *e, int64_t n, const float *out, const float *feat,
+                               qlm_uq_pred *p, qlm_err *err) {
+    return qlm_uqhead_apply(e->uqh, n, out, e->r.k, feat, feat ? e->r.feat_dim : 0, p->probs, p->scores, err);
+}
+#endif
+
 static const head_vt k_heads[] = {
     {QLM_UQ_SOFTMAX, false, false, false, apply_softmax},
     {QLM_UQ_TEMPERATURE, false, false, true, apply_softmax},
     {QLM_UQ_TTA, false, true, false, apply_sampling},
     {QLM_UQ_MCDROPOUT, true, false, false, apply_sampling},
+#ifdef QLM_HAVE_UQHEAD
+    {QLM_UQ_EDL, false, false, false, apply_uqhead},
+    {QLM_UQ_DUQ, false, false, false, apply_uqhead},
+    {QLM_UQ_DDU, false, false, false, apply_uqhead},
+#endif
 };
 
 static const head_vt *find_head(qlm_uq_method m) {
@@ -382,13 +412,28 @@ qlm_status qlm_uqeval_open(const char *path, const qlm_uqeval_opts *o, qlm_uqeva
     e->score_names = qlm_uq_score_names(e->o.method);
     for (e->n_scores = 0; e->score_names[e->n_scores]; e->n_scores++) {}
     qlm_status st = runner_open(&e->r, path, e->o.batch, e->o.pool, err);
-    /* The built-in heads need only the output; a qlm_uqhead passes
-     * qlm_uqhead_feature_node(h) here. */
-    if (st == QLM_OK) st = runner_want_feature(&e->r, NULL, err);
+    e->k = e->r.k;
+    e->grid_view = e->head && e->head->apply != NULL;
+    const char *feature = NULL; /* the built-in heads need only the output */
+#ifdef QLM_HAVE_UQHEAD
+    if (st == QLM_OK && e->head && e->head->apply == apply_uqhead) {
+        st = qlm_uqhead_load(path, &e->uqh, err);
+        if (st == QLM_OK && qlm_uqhead_method(e->uqh) != e->o.method)
+            st = qlm_err_set(err, QLM_ERR_ARG, "%s: the file carries a %s head, not %s", path,
+                             qlm_uq_method_name(qlm_uqhead_method(e->uqh)), qlm_uq_method_name(e->o.method));
+        if (st == QLM_OK) {
+            e->k = qlm_uqhead_classes(e->uqh);
+            e->score_names = qlm_uqhead_score_names(e->uqh);
+            for (e->n_scores = 0; e->score_names[e->n_scores]; e->n_scores++) {}
+            feature = qlm_uqhead_feature_node(e->uqh);
+            e->grid_view = false; /* not a softmax: no int8-softmax view */
+        }
+    }
+#endif
+    if (st == QLM_OK) st = runner_want_feature(&e->r, feature, err);
     if (st == QLM_OK) st = check_method(e, path, err);
     if (st != QLM_OK) {
-        runner_close(&e->r);
-        free(e);
+        qlm_uqeval_close(e);
         return st;
     }
     *out = e;
@@ -397,6 +442,9 @@ qlm_status qlm_uqeval_open(const char *path, const qlm_uqeval_opts *o, qlm_uqeva
 
 void qlm_uqeval_close(qlm_uqeval *e) {
     if (!e) return;
+#ifdef QLM_HAVE_UQHEAD
+    qlm_uqhead_free(e->uqh);
+#endif
     runner_close(&e->r);
     free(e);
 }
@@ -404,7 +452,7 @@ void qlm_uqeval_close(qlm_uqeval *e) {
 const char *qlm_uqeval_kind(const qlm_uqeval *e) { return kind_name(e->r.kind); }
 bool qlm_uqeval_head_only(const qlm_uqeval *e) { return e->r.head_only; }
 const char *qlm_uqeval_arch(const qlm_uqeval *e) { return e->r.arch; }
-int qlm_uqeval_classes(const qlm_uqeval *e) { return e->r.k; }
+int qlm_uqeval_classes(const qlm_uqeval *e) { return e->k; }
 const char *const *qlm_uqeval_score_names(const qlm_uqeval *e) { return e->score_names; }
 int qlm_uqeval_n_scores(const qlm_uqeval *e) { return e->n_scores; }
 int qlm_uqeval_passes(const qlm_uqeval *e) { return e->passes; }
@@ -506,9 +554,10 @@ qlm_status qlm_uqeval_predict(qlm_uqeval *e, const qlm_dataset *ds, qlm_uq_pred 
     qlm_status st = check_shape(e, ds, err);
     if (st != QLM_OK) return st;
     const int64_t n = ds->n;
-    const int k = e->r.k;
+    const int k = e->k;
     const size_t nk = (size_t)n * (size_t)k, ns = (size_t)n * (size_t)e->n_scores;
-    bool one_pass = e->head->apply == apply_softmax, int8 = e->r.kind == QLM_QFILE_INT8;
+    const size_t nout = (size_t)n * (size_t)e->r.k; /* graph outputs per pass */
+    bool one_pass = e->head->apply == apply_softmax, int8 = e->r.kind == QLM_QFILE_INT8 && e->grid_view;
     p->n = n, p->k = k, p->n_scores = e->n_scores;
     p->y = malloc(sizeof(int32_t) * (size_t)n);
     p->probs = malloc(sizeof(double) * nk);
@@ -516,7 +565,7 @@ qlm_status qlm_uqeval_predict(qlm_uqeval *e, const qlm_dataset *ds, qlm_uq_pred 
     p->logits = one_pass ? malloc(sizeof(double) * nk) : NULL;
     p->probs8 = int8 ? malloc(sizeof(double) * nk) : NULL;
     p->scores8 = int8 ? malloc(sizeof(double) * ns) : NULL;
-    float *out = malloc(sizeof(float) * nk * (size_t)e->passes);
+    float *out = malloc(sizeof(float) * nout * (size_t)e->passes);
     float *feat = e->r.feat_node >= 0 ? malloc(sizeof(float) * (size_t)n * (size_t)e->r.feat_dim) : NULL;
     if (e->r.feat_node >= 0 && !feat) st = qlm_err_set(err, QLM_ERR_NOMEM, "%s: out of memory", ds->name);
     if (!p->y || !p->probs || !p->scores || (one_pass && !p->logits) || (int8 && (!p->probs8 || !p->scores8)) || !out)
