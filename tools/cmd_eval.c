@@ -1,10 +1,15 @@
-/* qualm eval: accuracy and NLL of a .qlm model on a dataset split. */
+/*
+ * qualm eval: accuracy and NLL of a .qlm model on a dataset split; with
+ * --method, --ood or --shift the uncertainty evaluation of tools/eval_uq.c.
+ */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "commands.h"
+#include "eval_uq.h"
 #include "qualm/kernels.h"
+#include "qualm/metrics.h"
 #include "qualm/qgraph.h"
 #include "qualm/qmodes.h"
 #include "qualm/train.h"
@@ -21,6 +26,10 @@ int cmd_eval(int argc, char **argv) {
     qlm_cpu_info cpu;
     qlm_cpu_detect(&cpu);
     int threads = cpu.logical_cores, batch = 256, limit = 0;
+    const char *method = NULL, *ood = NULL, *shift = NULL, *ood_dir = NULL;
+    int passes = 0, boot = -1;
+    float dropout = 0;
+    uint64_t seed = 0;
     const cli_opt opts[] = {
         {"data", OPT_STR, &data, "NAME", "dataset", "fashion-mnist|mnist", 0, 0},
         {"data-dir", OPT_STR, &data_dir, "DIR", "dataset folder (default: $QUALM_DATA/<name> or the Debian package's)", NULL, 0, 0},
@@ -29,9 +38,20 @@ int cmd_eval(int argc, char **argv) {
         {"threads", OPT_INT, &threads, "T", "threads", NULL, 1, 256},
         {"limit", OPT_INT, &limit, "N", "evaluate only the first N samples of the split (0 = all)", NULL, 0, 1 << 30},
         {"json", OPT_FLAG, &json, "", "print the result as JSON on stdout", NULL, 0, 0},
+        {"method", OPT_STR, &method, "NAME", "UE head (with --ood/--shift alone: softmax)", "softmax|temperature|tta|mcdropout|edl|duq|ddu|ensemble", 0, 0},
+        {"ood", OPT_STR, &ood, "LIST", "OOD sets, comma-separated: mnist,uniform,gaussian,constant,inverted or all", NULL, 0, 0},
+        {"ood-dir", OPT_STR, &ood_dir, "DIR", "folder of the MNIST IDX files (default: $QUALM_DATA/mnist or data/mnist)", NULL, 0, 0},
+        {"shift", OPT_STR, &shift, "LIST", "shift sets: all, NAME or NAME:SEV, comma-separated (docs/data.md)", NULL, 0, 0},
+        {"passes", OPT_INT, &passes, "T", "mcdropout samples (0 = 16) or tta augmentations (0 = 8, at most 8)", NULL, 0, 1024},
+        {"dropout", OPT_FLOAT, &dropout, "P", "mcdropout on an int8 model: the float model's dropout probability (samples only the head)", NULL, 0, 0.99},
+        {"bootstrap", OPT_INT, &boot, "N", "bootstrap resamples of the intervals (-1 = 1000; 0 = none)", NULL, -1, 100000},
+        {"seed", OPT_U64, &seed, "S", "seed of the generated OOD / shift sets, dropout masks and TTA noise", NULL, 0, 1.8e19},
     };
     const cli_command cmd = {"eval", "FILE.qlm [options]",
-                             "Evaluate a model on a dataset split: accuracy and negative log-likelihood.",
+                             "Evaluate a model on a dataset split: accuracy and negative log-likelihood.\n"
+                             "With --method, --ood, --shift or --bootstrap: the uncertainty evaluation (a UE head,\n"
+                             "calibration, misclassification / OOD detection and selective-prediction metrics with\n"
+                             "bootstrap intervals, per OOD set and per shift severity; docs/cli.md).",
                              opts, (int)(sizeof opts / sizeof *opts), "FILE.qlm"};
     const char *path = NULL;
     int rc = cli_parse(&cmd, argc, argv, &path);
@@ -39,6 +59,11 @@ int cmd_eval(int argc, char **argv) {
     if (!path) {
         fprintf(stderr, "qualm eval: a model file is required (see qualm eval --help)\n");
         return EXIT_USAGE;
+    }
+    if (method || ood || shift || boot >= 0) {
+        eval_uq_args ua = {path, data, data_dir, split, ood_dir, method ? method : "softmax", ood, shift,
+                           passes, batch, threads, limit, boot < 0 ? QLM_BOOTSTRAP_RESAMPLES : boot, seed, dropout, json};
+        return eval_uq(&ua);
     }
     qlm_err err;
     qlm_err_clear(&err);

@@ -161,6 +161,103 @@ qlm_status qlm_dataset_batch(const qlm_dataset *ds, const int32_t *idx, int b,
                              const qlm_augment *aug, uint64_t seed, float *x,
                              int32_t *y, qlm_pool *pool);
 
+/* ------------------------------------------------ raw u8 pixels of a set */
+
+/**
+ * Sample i of ds as its raw u8 pixels px[h][w][c] (before normalization)
+ * and label (-1 if none); either may be NULL. Works for the sets that store
+ * or generate u8 pixels: qlm_dataset_from_u8 and the named IDX sets, their
+ * slices, and the OOD and shift views below. QLM_ERR_UNSUPPORTED for other
+ * datasets, QLM_ERR_ARG for i outside [0, n). Thread-safe like get.
+ */
+qlm_status qlm_dataset_get_u8(const qlm_dataset *ds, int64_t i, uint8_t *px,
+                              int32_t *label);
+
+/**
+ * The normalization (pixel/255 - mean) / std of a u8-backed set (see
+ * qlm_dataset_get_u8). False (nothing written) for other datasets.
+ */
+bool qlm_dataset_u8_norm(const qlm_dataset *ds, float *mean, float *std);
+
+/* ------------------------------------------------- generated OOD sets */
+
+/**
+ * Out-of-distribution sets generated from a seed (docs/data.md gives each
+ * formula). Pixel values are u8 like the in-distribution images, normalized
+ * with the base set's mean and std; labels are -1.
+ */
+typedef enum {
+    QLM_OOD_UNIFORM = 0, /* every pixel uniform in {0..255} */
+    QLM_OOD_GAUSSIAN,    /* every pixel round(255 clip(N(0.5, 1), 0, 1)) */
+    QLM_OOD_CONSTANT,    /* one value uniform in {0..255} per image */
+    QLM_OOD_INVERTED,    /* 255 - base image (Fashion-MNIST test inverted) */
+    QLM_OOD_COUNT
+} qlm_ood_kind;
+
+/** "uniform", "gaussian", "constant", "inverted". NULL when out of range. */
+const char *qlm_ood_name(qlm_ood_kind k);
+/** Kind from its name; QLM_OOD_COUNT when unknown. */
+qlm_ood_kind qlm_ood_from_name(const char *name);
+
+/**
+ * A view of n generated OOD images shaped and normalized like base (a
+ * u8-backed set, see qlm_dataset_get_u8; it must outlive the view). n <= 0
+ * means base->n; QLM_OOD_INVERTED needs n <= base->n and shows base's first
+ * n images inverted. Image i depends only on (seed, kind, i). Name:
+ * "ood:<kind>". Errors: QLM_ERR_ARG (NULL, unknown kind, base not u8-backed,
+ * n too large), QLM_ERR_NOMEM.
+ */
+qlm_status qlm_dataset_ood(const qlm_dataset *base, qlm_ood_kind kind,
+                           int64_t n, uint64_t seed, qlm_dataset **out,
+                           qlm_err *err);
+
+/* --------------------------------------------------- dataset shift sets */
+
+/**
+ * Corruptions of Hendrycks & Dietterich 2019 (CIFAR-10-C parameters) and
+ * MNIST-C (Mu & Gilmer 2019; rotation, translation), severities 1..5;
+ * docs/data.md lists the exact parameters.
+ */
+typedef enum {
+    QLM_SHIFT_GAUSSIAN_NOISE = 0,
+    QLM_SHIFT_SHOT_NOISE,
+    QLM_SHIFT_IMPULSE_NOISE,
+    QLM_SHIFT_GAUSSIAN_BLUR,
+    QLM_SHIFT_BRIGHTNESS,
+    QLM_SHIFT_CONTRAST,
+    QLM_SHIFT_ROTATION,
+    QLM_SHIFT_TRANSLATION,
+    QLM_SHIFT_ELASTIC,
+    QLM_SHIFT_COUNT
+} qlm_shift_kind;
+
+#define QLM_SHIFT_SEVERITIES 5
+
+/** "gaussian_noise", "shot_noise", ..., "elastic". NULL when out of range. */
+const char *qlm_shift_name(qlm_shift_kind k);
+/** Kind from its name; QLM_SHIFT_COUNT when unknown. */
+qlm_shift_kind qlm_shift_from_name(const char *name);
+
+/**
+ * Corrupt one image in[h][w][c] (u8) into out (may alias in) with
+ * corruption k at severity 1..5. The random draws come from (seed, k,
+ * severity, index) only, so image `index` of a set is corrupted the same
+ * way whoever asks. Computed in double, rounded half up to u8.
+ * QLM_ERR_ARG for a NULL buffer, bad sizes, kind or severity.
+ */
+qlm_status qlm_shift_apply_u8(qlm_shift_kind k, int severity, uint64_t seed,
+                              int64_t index, int h, int w, int c,
+                              const uint8_t *in, uint8_t *out, qlm_err *err);
+
+/**
+ * A view of base (u8-backed; must outlive the view) with every image
+ * corrupted by qlm_shift_apply_u8(k, severity, seed, i); labels preserved.
+ * Name: "shift:<kind>:<severity>". Errors: QLM_ERR_ARG, QLM_ERR_NOMEM.
+ */
+qlm_status qlm_dataset_shift(const qlm_dataset *base, qlm_shift_kind k,
+                             int severity, uint64_t seed, qlm_dataset **out,
+                             qlm_err *err);
+
 #ifdef __cplusplus
 }
 #endif
