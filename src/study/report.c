@@ -228,7 +228,7 @@ static void tables(rpt_study *s, rpt_buf *b) {
     rpt_esc(b, s->ood ? s->ood : "no OOD set in this study");
     rpt_puts(b, "). Quantized cells are compared with their fp32 parent; QAT cells also with the float "
                 "control fine-tuned the same way without fake quantization (the effect of quantization "
-                "itself, docs/protocol).</p>\n");
+                "itself).</p>\n");
     if (!s->ood) rpt_puts(b, "<p class=\"note\">No OOD metrics (auroc_ood on an ood:* set) in the database.</p>\n");
     for (int m = 0; m < s->n_methods; m++) method_table(s, b, s->methods[m]);
 }
