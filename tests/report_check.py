@@ -31,7 +31,7 @@ class Parser(html.parser.HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.stack, self.errors, self.svg_ids, self.text = [], [], [], []
-        self.svg_polylines, self.cur_svg, self.style = {}, None, []
+        self.svg_polylines, self.cur_svg, self.style, self.svg_tags = {}, None, [], {}
 
     def check_attrs(self, tag, attrs):
         if tag in FORBIDDEN:
@@ -44,8 +44,14 @@ class Parser(html.parser.HTMLParser):
             if k.startswith("on"):
                 self.errors.append("event handler %s on <%s>" % (k, tag))
 
+    def count(self, tag):
+        if self.cur_svg:
+            key = (self.cur_svg, tag)
+            self.svg_tags[key] = self.svg_tags.get(key, 0) + 1
+
     def handle_starttag(self, tag, attrs):
         self.check_attrs(tag, attrs)
+        self.count(tag)
         if tag == "svg":
             self.cur_svg = dict(attrs).get("id")
             self.svg_ids.append(self.cur_svg)
@@ -57,6 +63,7 @@ class Parser(html.parser.HTMLParser):
 
     def handle_startendtag(self, tag, attrs):
         self.check_attrs(tag, attrs)
+        self.count(tag)
         if tag == "polyline" and self.cur_svg:
             self.svg_polylines[self.cur_svg] += 1
 
@@ -105,7 +112,8 @@ class Study:
             if c["mode"] != "qat-int8" or not c["parent_hash"]:
                 continue
             for o in self.cells.values():
-                if o["mode"] == "float-control" and o["parent_hash"] == c["parent_hash"] and o["device"] == c["device"]:
+                if (o["status"] == "done" and o["mode"] == "float-control" and o["parent_hash"] == c["parent_hash"]
+                        and o["device"] == c["device"]):
                     c["control"] = o["id"]
         row = q("SELECT dataset FROM metrics WHERE dataset LIKE 'ood:%' AND name='auroc_ood' GROUP BY dataset "
                 "ORDER BY COUNT(DISTINCT cell_id) DESC, dataset LIMIT 1").fetchone()
@@ -211,6 +219,12 @@ def main():
         want = n + 1 if has_curves else 1  # one line per cell + the diagonal
         check(p.svg_polylines.get(fid) == want,
               "%s: %s polylines, expected %d" % (fid, p.svg_polylines.get(fid), want))
+        # one marker per non-empty bin (count > 0) of those cells
+        ids = [c["id"] for c in cells if c["seed"] == seed]
+        bins = st.db.execute("SELECT COUNT(*) FROM curves WHERE kind='reliability' AND dataset='test' AND "
+                             "(w IS NULL OR w > 0) AND cell_id IN (%s)" % ",".join("?" * len(ids)), ids).fetchone()[0]
+        got = p.svg_tags.get((fid, "circle"), 0)
+        check(got == bins, "%s: %d bin markers, expected %d non-empty bins" % (fid, got, bins))
 
     # Failed cells: listed, their error text shown as text.
     failed_cells = [c for c in st.cells.values() if c["status"] != "done"]
@@ -219,6 +233,11 @@ def main():
               "failed cell count")
         for c in failed_cells:
             check(re.sub(r"\s+", " ", c["error"] or "") in text, "error text of failed cell %d" % c["id"])
+
+    # Notes the runner left on finished cells are shown.
+    for c in st.done():
+        if c["error"]:
+            check(re.sub(r"\s+", " ", c["error"]) in text, "note of finished cell %d not shown" % c["id"])
 
     # Table deltas with their intervals.
     n_rows = 0

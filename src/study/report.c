@@ -233,12 +233,38 @@ static void tables(rpt_study *s, rpt_buf *b) {
     for (int m = 0; m < s->n_methods; m++) method_table(s, b, s->methods[m]);
 }
 
+/* Finished cells the runner left a message on (e.g. a comparison it could
+ * not make because another cell failed). */
+static void cell_notes(rpt_study *s, rpt_buf *b) {
+    int n = 0;
+    for (int i = 0; i < s->n_cells; i++) n += s->cells[i].done && s->cells[i].error && s->cells[i].error[0];
+    if (n == 0) return;
+    rpt_puts(b, "<h3>Notes on finished cells</h3>\n<ul>\n");
+    for (int i = 0; i < s->n_cells; i++) {
+        const rpt_cell *c = &s->cells[i];
+        if (!c->done || !c->error || !c->error[0]) continue;
+        char label[128];
+        rpt_cell_label(c, label, sizeof label);
+        rpt_puts(b, "<li>");
+        rpt_esc(b, c->model);
+        rpt_puts(b, " / ");
+        rpt_esc(b, c->method);
+        rpt_puts(b, " / ");
+        rpt_esc(b, label);
+        rpt_printf(b, " / seed %lld: ", (long long)c->seed);
+        rpt_esc(b, c->error);
+        rpt_puts(b, "</li>\n");
+    }
+    rpt_puts(b, "</ul>\n");
+}
+
 static void failed_cells(rpt_study *s, rpt_buf *b) {
     rpt_puts(b, "<h2 id=\"failed\">Failed cells</h2>\n");
     int n = 0;
     for (int i = 0; i < s->n_cells; i++) n += !s->cells[i].done;
     if (n == 0) {
         rpt_puts(b, "<p>None: every cell of the grid finished.</p>\n");
+        cell_notes(s, b);
         return;
     }
     rpt_printf(b, "<p class=\"note\">%d cell%s failed; their numbers are missing from the tables, figures and "
@@ -264,6 +290,7 @@ static void failed_cells(rpt_study *s, rpt_buf *b) {
         rpt_puts(b, "</td></tr>\n");
     }
     rpt_puts(b, "</table>\n");
+    cell_notes(s, b);
 }
 
 /* Relative link from the report's folder to a doc of the source tree, so a

@@ -87,7 +87,9 @@ static qlm_status prepare_all(rpt_study *s, qlm_err *err) {
                        "ORDER BY (score<>''), rowid LIMIT 1"},
         {&s->q_cmp, "SELECT value, lo, hi FROM comparisons WHERE cell_id=? AND ref_cell_id=? AND dataset=? "
                     "AND name=?"},
-        {&s->q_curve, "SELECT x, y FROM curves WHERE cell_id=? AND dataset=? AND kind=? ORDER BY idx"},
+        /* empty reliability bins (count 0) have no mean confidence: skip them */
+        {&s->q_curve, "SELECT x, y FROM curves WHERE cell_id=? AND dataset=? AND kind=? "
+                      "AND NOT (kind='reliability' AND w IS NOT NULL AND w <= 0) ORDER BY idx"},
         {&s->q_timing, "SELECT value FROM timings WHERE cell_id=? AND key='p50_ms' "
                        "ORDER BY (replace(lower(scenario),'-','_') NOT LIKE '%single%'), threads, scenario LIMIT 1"},
         {&s->q_shift, "SELECT DISTINCT dataset FROM metrics WHERE dataset LIKE 'shift:%' ORDER BY dataset"},
@@ -146,8 +148,8 @@ static qlm_status load_cells(rpt_study *s, qlm_err *err) {
     return rc;
 }
 
-/* Parent by hash; the control is the float-control cell with the same parent
- * (and device), which protocol.md fine-tunes like QAT but without fake quant. */
+/* Parent by hash; the control is the finished float-control cell with the
+ * same parent and device, fine-tuned like QAT but without fake quant. */
 static void link_cells(rpt_study *s) {
     for (int i = 0; i < s->n_cells; i++) {
         rpt_cell *c = &s->cells[i];
@@ -160,7 +162,7 @@ static void link_cells(rpt_study *s) {
         if (strcmp(c->mode, "qat-int8") != 0 || !c->parent_hash) continue;
         for (int j = 0; j < s->n_cells; j++) {
             const rpt_cell *o = &s->cells[j];
-            if (strcmp(o->mode, "float-control") == 0 && o->parent_hash &&
+            if (o->done && strcmp(o->mode, "float-control") == 0 && o->parent_hash &&
                 strcmp(o->parent_hash, c->parent_hash) == 0 && strcmp(o->device, c->device) == 0)
                 c->control = j;
         }

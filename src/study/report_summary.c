@@ -167,7 +167,8 @@ static void q2(rpt_study *s, rpt_buf *b) {
     rpt_puts(b, "<h3>Q2. Which single-pass method survives quantization best?</h3>\n<p>Criterion: the mean, over "
                 "a method's finished int8 cells (every model, seed, int8 mode and device), of "
                 "|&#916;AUROC<sub>OOD</sub>| + |&#916;ECE|, with &#916; taken against the float control for "
-                "QAT cells (the effect of quantization alone) and against the fp32 parent otherwise. Smaller "
+                "QAT cells (the effect of quantization alone) and against the fp32 parent otherwise (also when "
+                "a QAT cell's control failed). Smaller "
                 "is better; multi-pass methods (MC dropout, ensembles, TTA) are not ranked.</p>\n");
     survivor *sv = calloc((size_t)(s->n_methods ? s->n_methods : 1), sizeof *sv);
     if (!sv) {
