@@ -211,12 +211,13 @@ def main():
             expected.add(re.sub(r"[^A-Za-z0-9_-]", "_", "fig-%s-%s-%s" % (kind, model, method)))
     missing = expected - set(p.svg_ids)
     check(not missing, "svg figures missing: %s" % sorted(missing))
-    has_curves = st.db.execute("SELECT COUNT(*) FROM curves WHERE kind='reliability'").fetchone()[0] > 0
     for (model, method), cells in families.items():
         seed = min(c["seed"] for c in cells)
-        n = sum(1 for c in cells if c["seed"] == seed)
+        n = sum(1 for c in cells if c["seed"] == seed and st.db.execute(
+            "SELECT 1 FROM curves WHERE cell_id=? AND kind='reliability' AND dataset='test' AND (w IS NULL OR w > 0)",
+            (c["id"],)).fetchone())
         fid = re.sub(r"[^A-Za-z0-9_-]", "_", "fig-reliability-%s-%s" % (model, method))
-        want = n + 1 if has_curves else 1  # one line per cell + the diagonal
+        want = n + 1  # one line per cell with curve points + the diagonal
         check(p.svg_polylines.get(fid) == want,
               "%s: %s polylines, expected %d" % (fid, p.svg_polylines.get(fid), want))
         # one marker per non-empty bin (count > 0) of those cells

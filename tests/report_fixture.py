@@ -2,7 +2,7 @@
 """Write a synthetic but plausible study results database (schema version 1,
 docs/study-db.md) for the report tests.
 
-    report_fixture.py OUT.db [--variant full|empty|nocurves|noedl|v2]
+    report_fixture.py OUT.db [--variant full|empty|nocurves|noedl|odd|v2]
 
 full: 2 models x 3 methods (softmax, edl, ddu) x fp32 / ptq-int8 / qat-int8 /
 float-control, a ptq-int8 cell on the edgetpu profile, a second seed for
@@ -201,13 +201,33 @@ def fill(db, variant):
                         scatter(w, cid, rng, 0.02 if mode == "qat-int8" else 0.05)
 
 
+def add_odd(db):
+    """Hostile but valid content: names with markup and quotes, an infinite
+    metric, NULL sizes, modes and devices the report has no colour for, a
+    cell without parent."""
+    db.execute("UPDATE metrics SET value = 9e999 WHERE rowid = (SELECT MIN(rowid) FROM metrics WHERE name='nll')")
+    db.execute("UPDATE cells SET model_bytes = NULL, params = NULL WHERE id = 2")
+    parent = db.execute("SELECT hash FROM cells WHERE id = 1").fetchone()[0]
+    rows = [(900, "odd-1", 'we"ird <model> & \'co\'', "softmax", "fp16", "myriadx", 0, None),
+            (901, "odd-2", "resnet8", "softmax", "int4-experimental", "cpu", 0, parent),
+            (902, "odd-3", "resnet8", "softmax", "fp16", "myriadx", 0, parent)]
+    for cid, h, model, method, mode, device, seed, ph in rows:
+        db.execute("INSERT INTO cells(id, hash, model, method, mode, device, seed, profile, parent_hash, status, "
+                   "model_bytes) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                   (cid, h, model, method, mode, device, seed, "quick", ph, "done", 50000))
+        db.execute("INSERT INTO metrics VALUES(?,?,?,?,?,?,?)", (cid, "test", "", "accuracy", 0.5, None, None))
+        db.execute("INSERT INTO metrics VALUES(?,?,?,?,?,?,?)", (cid, "test", "", "ece", 0.1, None, None))
+
+
 def main():
     if len(sys.argv) < 2:
-        sys.exit("usage: report_fixture.py OUT.db [--variant full|empty|nocurves|noedl|v2]")
+        sys.exit("usage: report_fixture.py OUT.db [--variant full|empty|nocurves|noedl|odd|v2]")
     variant = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--variant" else "full"
     db = sqlite3.connect(sys.argv[1])
     with db:
-        fill(db, variant)
+        fill(db, "full" if variant == "odd" else variant)
+        if variant == "odd":
+            add_odd(db)
     db.close()
 
 

@@ -27,7 +27,7 @@ finish() { echo "$PASS passed, $FAIL failed"; [ "$FAIL" -eq 0 ]; exit $?; }
 fixture() { "$PY" "$HERE/report_fixture.py" "$T/$1.db" --variant "$1" || bad "fixture $1"; }
 
 # ---------------------------------------------------------------- renders
-for v in full nocurves noedl empty; do
+for v in full nocurves noedl odd empty; do
   fixture "$v"
   sum_before=$(sha256sum "$T/$v.db" | cut -d' ' -f1)
   if out=$("$QUALM" report --db "$T/$v.db" --out "$T/$v.html" 2>&1); then ok; else bad "$v: qualm report failed: $out"; continue; fi
