@@ -78,8 +78,10 @@ int rpt_nice_ticks(double lo, double hi, int max_ticks, double *t) {
         step = mult[i] * mag;
         if ((hi - lo) / step <= max_ticks - 1) break;
     }
+    /* k * step, not a running sum: no drift when lo is far from 0 */
+    double k0 = ceil(lo / step - 1e-9);
     int n = 0;
-    for (double v = ceil(lo / step - 1e-9) * step; v <= hi + 1e-9 * step && n < max_ticks + 1; v += step)
+    for (double v = k0 * step; v <= hi + 1e-9 * step && n < max_ticks + 1; v = (k0 + n) * step)
         t[n++] = fabs(v) < 1e-12 * step ? 0.0 : v;
     return n;
 }
