@@ -256,6 +256,21 @@ def main():
                 check(s in text, "cell %d vs %d %s: %r not in the table" % (c["id"], ref, name, s))
     check(n_rows > 0 or not st.db.execute("SELECT 1 FROM comparisons").fetchone(), "no comparison checked")
 
+    # Per-OOD-set table: mean AUROC per (method, mode@device) and set.
+    oods = [r[0] for r in st.db.execute("SELECT DISTINCT dataset FROM metrics WHERE dataset LIKE 'ood:%' AND "
+                                         "name='auroc_ood' ORDER BY dataset")]
+    if len(oods) > 1:
+        groups = {}
+        for c in sorted(st.done(), key=lambda c: c["id"]):
+            label = c["mode"] if c["device"] == "cpu" else "%s@%s" % (c["mode"], c["device"])
+            groups.setdefault((c["method"], label), []).append(c["id"])
+        for (method, label), ids in groups.items():
+            vals = [fmt(mean([st.metric(i, o, "auroc_ood") for i in ids])) for o in oods]
+            row = method + label + "".join(vals)
+            check(row in text, "OOD-set table: row %r missing" % row)
+    else:
+        check("OOD detection per OOD set" not in text, "OOD-set table with a single OOD set")
+
     # Q2: the winner by the stated criterion.
     ranked = expected_q2(st)
     if ranked:

@@ -195,6 +195,12 @@ static void method_table(rpt_study *s, rpt_buf *b, const char *method) {
     rpt_id(b, method);
     rpt_puts(b, "\">");
     rpt_esc(b, method);
+    char score[96];
+    if (n > 0 && rpt_default_score(s, idx[0], score, sizeof score)[0]) {
+        rpt_puts(b, " <span class=\"d\">(uncertainty score: ");
+        rpt_esc(b, score);
+        rpt_puts(b, ")</span>");
+    }
     rpt_puts(b, "</h3>\n");
     if (n == 0) {
         rpt_puts(b, "<p class=\"note\">No finished cell for this method: every cell of it failed.</p>\n");
@@ -221,6 +227,55 @@ static void method_table(rpt_study *s, rpt_buf *b, const char *method) {
     free(idx);
 }
 
+/* Mean OOD AUROC per (method, mode@device) and OOD set: near and far OOD
+ * sets can react differently to quantization. */
+static void ood_sets(rpt_study *s, rpt_buf *b) {
+    if (s->n_oods < 2) return;
+    rpt_puts(b, "<h3 id=\"ood-sets\">OOD detection per OOD set</h3>\n<p>Mean AUROC over models and seeds "
+                "(the method's default score).</p>\n<table><tr><th class=\"l\">method</th><th class=\"l\">mode</th>");
+    for (int k = 0; k < s->n_oods; k++) {
+        rpt_puts(b, "<th>");
+        rpt_esc(b, s->oods[k] + 4);
+        rpt_puts(b, "</th>");
+    }
+    rpt_puts(b, "</tr>\n");
+    for (int m = 0; m < s->n_methods; m++) {
+        char seen[32][128];
+        int n_seen = 0;
+        for (int i = 0; i < s->n_cells && n_seen < 32; i++) {
+            const rpt_cell *c = &s->cells[i];
+            char label[128];
+            rpt_cell_label(c, label, sizeof label);
+            int dup = 0;
+            for (int j = 0; j < n_seen; j++) dup |= strcmp(seen[j], label) == 0;
+            if (!c->done || strcmp(c->method, s->methods[m]) != 0 || dup) continue;
+            snprintf(seen[n_seen++], sizeof seen[0], "%s", label);
+            rpt_puts(b, "<tr><td class=\"l\">");
+            rpt_esc(b, c->method);
+            rpt_puts(b, "</td><td class=\"l\">");
+            rpt_esc(b, label);
+            rpt_puts(b, "</td>");
+            for (int k = 0; k < s->n_oods; k++) {
+                double sum = 0;
+                int cnt = 0;
+                for (int j = 0; j < s->n_cells; j++) {
+                    char l2[128];
+                    rpt_cell_label(&s->cells[j], l2, sizeof l2);
+                    if (!s->cells[j].done || strcmp(s->cells[j].method, c->method) != 0 || strcmp(l2, label) != 0)
+                        continue;
+                    double v = rpt_metric(s, j, s->oods[k], "auroc_ood").v;
+                    if (isfinite(v)) sum += v, cnt++;
+                }
+                rpt_puts(b, "<td>");
+                rpt_num(b, cnt ? sum / cnt : NAN, 3);
+                rpt_puts(b, "</td>");
+            }
+            rpt_puts(b, "</tr>\n");
+        }
+    }
+    rpt_puts(b, "</table>\n");
+}
+
 static void tables(rpt_study *s, rpt_buf *b) {
     rpt_puts(b, "<h2 id=\"tables\">Float vs quantized, per method</h2>\n<p>Accuracy, NLL and ECE on the test "
                 "set; AUROC of the method's default uncertainty score for misclassification (test) and for "
@@ -231,6 +286,7 @@ static void tables(rpt_study *s, rpt_buf *b) {
                 "itself).</p>\n");
     if (!s->ood) rpt_puts(b, "<p class=\"note\">No OOD metrics (auroc_ood on an ood:* set) in the database.</p>\n");
     for (int m = 0; m < s->n_methods; m++) method_table(s, b, s->methods[m]);
+    ood_sets(s, b);
 }
 
 /* Finished cells the runner left a message on (e.g. a comparison it could

@@ -93,6 +93,7 @@ static qlm_status prepare_all(rpt_study *s, qlm_err *err) {
         {&s->q_timing, "SELECT value FROM timings WHERE cell_id=? AND key='p50_ms' "
                        "ORDER BY (replace(lower(scenario),'-','_') NOT LIKE '%single%'), threads, scenario LIMIT 1"},
         {&s->q_shift, "SELECT DISTINCT dataset FROM metrics WHERE dataset LIKE 'shift:%' ORDER BY dataset"},
+        {&s->q_score, "SELECT score FROM metrics WHERE cell_id=? AND score<>'' ORDER BY rowid LIMIT 1"},
     };
     for (size_t i = 0; i < sizeof q / sizeof *q; i++)
         if (sqlite3_prepare_v2(s->db, q[i].sql, -1, q[i].st, NULL) != SQLITE_OK)
@@ -179,6 +180,17 @@ static qlm_status find_datasets(rpt_study *s, qlm_err *err) {
         return db_fail(s, err, QLM_ERR_FORMAT, "cannot read table metrics");
     if (sqlite3_step(st) == SQLITE_ROW) s->ood = dup_col(st, 0);
     sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT DISTINCT dataset FROM metrics WHERE dataset LIKE 'ood:%' AND name='auroc_ood' "
+                           "ORDER BY dataset",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s, err, QLM_ERR_FORMAT, "cannot read table metrics");
+    while (sqlite3_step(st) == SQLITE_ROW)
+        if (!add_distinct(&s->oods, &s->n_oods, (const char *)sqlite3_column_text(st, 0))) {
+            sqlite3_finalize(st);
+            return qlm_err_set(err, QLM_ERR_NOMEM, "%s: out of memory", s->path);
+        }
+    sqlite3_finalize(st);
     while (sqlite3_step(s->q_shift) == SQLITE_ROW) {
         const char *d = (const char *)sqlite3_column_text(s->q_shift, 0);
         const char *name = d + 6, *colon = strrchr(name, ':');
@@ -220,7 +232,7 @@ qlm_status rpt_study_open(rpt_study *s, const char *path, qlm_err *err) {
 }
 
 void rpt_study_close(rpt_study *s) {
-    sqlite3_stmt *sts[] = {s->q_metric, s->q_cmp, s->q_curve, s->q_timing, s->q_meta, s->q_shift};
+    sqlite3_stmt *sts[] = {s->q_metric, s->q_cmp, s->q_curve, s->q_timing, s->q_meta, s->q_shift, s->q_score};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++) sqlite3_finalize(sts[i]);
     if (s->db) sqlite3_close(s->db);
     for (int i = 0; i < s->n_cells; i++) {
@@ -235,6 +247,7 @@ void rpt_study_close(rpt_study *s) {
     free_list(s->modes, s->n_modes);
     free_list(s->devices, s->n_devices);
     free_list(s->shifts, s->n_shifts);
+    free_list(s->oods, s->n_oods);
     free(s->ood);
     const char *path = s->path;
     memset(s, 0, sizeof *s);
@@ -257,6 +270,18 @@ const char *rpt_meta(rpt_study *s, const char *key, char *buf, size_t len) {
     }
     if (own) sqlite3_finalize(st);
     else sqlite3_reset(st);
+    return buf;
+}
+
+const char *rpt_default_score(rpt_study *s, int cell, char *buf, size_t len) {
+    buf[0] = '\0';
+    sqlite3_stmt *st = s->q_score;
+    sqlite3_bind_int64(st, 1, s->cells[cell].id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        snprintf(buf, len, "%s", t ? (const char *)t : "");
+    }
+    sqlite3_reset(st);
     return buf;
 }
 

@@ -102,10 +102,12 @@ typedef struct {
     char **models, **methods, **modes, **devices;  /* distinct, in first-seen order */
     int n_models, n_methods, n_modes, n_devices;
     char *ood;                      /* the primary OOD set ('ood:...'), or NULL */
+    char **oods;                    /* every OOD set with auroc_ood rows */
+    int n_oods;
     char **shifts;                  /* distinct shift names ('gaussian_noise') */
     int n_shifts;
     int max_sev;
-    sqlite3_stmt *q_metric, *q_cmp, *q_curve, *q_timing, *q_meta, *q_shift;
+    sqlite3_stmt *q_metric, *q_cmp, *q_curve, *q_timing, *q_meta, *q_shift, *q_score;
 } rpt_study;
 
 qlm_status rpt_study_open(rpt_study *s, const char *path, qlm_err *err);
@@ -115,6 +117,9 @@ const char *rpt_meta(rpt_study *s, const char *key, char *buf, size_t len);
 /* A metric of a cell on a dataset: the score-free row if there is one,
  * else the first score the runner recorded (its method's default score). */
 rpt_val rpt_metric(rpt_study *s, int cell, const char *dataset, const char *name);
+/* The score the report's score-dependent numbers of a cell use (see
+ * rpt_metric), copied into buf; "" when none. */
+const char *rpt_default_score(rpt_study *s, int cell, char *buf, size_t len);
 /* A comparison row (cell vs ref) or NaNs. */
 rpt_val rpt_compare(rpt_study *s, int cell, int ref, const char *dataset, const char *name);
 /* The delta cell - ref of metric `name`: the comparisons row d_<name> with
