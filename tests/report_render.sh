@@ -84,21 +84,33 @@ timeout 180 "$CHROMIUM" --headless --no-sandbox --disable-gpu --no-first-run --u
   "file://$T/full.html" >"$T/chromium.log" 2>&1
 rc=$?
 [ "$rc" -eq 0 ] && [ -s "$T/full.png" ] && ok || { bad "chromium exit $rc, no screenshot"; tail -5 "$T/chromium.log"; }
-if grep -E "Uncaught|ERROR:CONSOLE|CONSOLE\(|Refused to|net::ERR" "$T/chromium.log"; then bad "console errors while rendering"; else ok; fi
-if [ -s "$T/full.png" ]; then
-  stats=$("$PY" "$HERE/report_png.py" stats "$T/full.png") || bad "cannot read the PNG"
-  echo "screenshot: $stats"
-  "$PY" - "$stats" <<'EOF' && ok || bad "screenshot looks blank or lacks the figures' colours: $stats"
+CONSOLE_RE='Uncaught|:CONSOLE|CONSOLE\(|Refused to|net::ERR'
+if grep -E "$CONSOLE_RE" "$T/chromium.log"; then bad "console messages while rendering"; else ok; fi
+# ... and that check can fail: a page with a script error is caught.
+printf '<!DOCTYPE html><html><body><script>noSuchFunction();</script></body></html>\n' > "$T/bad.html"
+timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir="$T/profile" \
+  --enable-logging=stderr --v=0 --window-size=400,300 --screenshot="$T/bad.png" "file://$T/bad.html" >"$T/bad.log" 2>&1
+grep -qE "$CONSOLE_RE" "$T/bad.log" && ok || bad "the console check misses a script error"
+# The page has ink and the figures' colours: text, tables and 20+ figures
+# make a few percent of the pixels non-white, and each mode colour (fp32
+# blue, ptq red, qat orange) covers hundreds of pixels.
+png_ok() {
+  local stats
+  stats=$("$PY" "$HERE/report_png.py" stats "$1") || return 1
+  echo "screenshot $(basename "$1"): $stats"
+  "$PY" - "$stats" <<'EOF'
 import re, sys
 s = sys.argv[1]
 w, h = map(int, re.search(r"size (\d+)x(\d+)", s).groups())
 nonwhite = int(re.search(r"non_white (\d+)", s).group(1))
 cols = {k: int(v) for k, v in re.findall(r"(\w+[-\w]*)=(\d+)", s)}
-# text, tables and 20+ figures: a few percent of the page is ink, and each
-# mode colour (fp32 blue, ptq red, qat orange) covers hundreds of pixels
-ok = nonwhite > 0.03 * w * h and all(v > 300 for v in cols.values())
-sys.exit(0 if ok else 1)
+sys.exit(0 if nonwhite > 0.03 * w * h and all(v > 300 for v in cols.values()) else 1)
 EOF
+}
+if [ -s "$T/full.png" ]; then
+  png_ok "$T/full.png" && ok || bad "the screenshot looks blank or lacks the figures' colours"
   [ -n "${QUALM_REPORT_PNG:-}" ] && cp "$T/full.png" "$QUALM_REPORT_PNG"
 fi
+# ... and that check can fail: the near-empty page above does not pass it.
+if [ -s "$T/bad.png" ]; then png_ok "$T/bad.png" >/dev/null && bad "the PNG check accepts a blank page" || ok; fi
 finish
