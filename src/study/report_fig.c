@@ -254,59 +254,79 @@ static double cell_x(rpt_study *s, int i, bool latency) {
     return latency ? rpt_latency_ms(s, i) : s->cells[i].model_bytes;
 }
 
-static void tradeoff(rpt_study *s, rpt_buf *b, bool latency) {
-    static const char *const names[] = {"accuracy", "ece", "auroc_ood"};
-    static const char *const labels[] = {"accuracy", "ECE", "AUROC OOD"};
-    const char *id = latency ? "fig-latency" : "fig-size";
-    const char *xl = latency ? "median latency, ms (p50, log scale)" : "model size, bytes (log scale)";
-    rpt_svg_open(b, id, 3 * W, H, latency ? "metrics vs latency" : "metrics vs model size");
-    int n = s->n_cells ? s->n_cells : 1;
-    double *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
-    char (*tips)[160] = malloc((size_t)n * sizeof *tips);
-    const char **tp = malloc((size_t)n * sizeof *tp);
-    if (!x || !y || !tips || !tp) {
-        b->oom = true;
-        free(x), free(y), free(tips), free(tp);
+static const char *const trade_names[] = {"accuracy", "ece", "auroc_ood"};
+static const char *const trade_labels[] = {"accuracy", "ECE", "AUROC OOD"};
+
+/* Scratch for one panel's points: n_cells entries each. */
+typedef struct {
+    double *x, *y;
+    char (*tips)[256];
+    const char **tp;
+} trade_pts;
+
+static double trade_y(rpt_study *s, int i, int m) {
+    return rpt_metric(s, i, m == 2 ? s->ood : "test", trade_names[m]).v;
+}
+
+static void trade_tip(const rpt_cell *c, char *buf, size_t len) {
+    char label[96];
+    rpt_cell_label(c, label, sizeof label);
+    int w = snprintf(buf, len, "%s / %s / %s / seed %lld", c->model, c->method, label, (long long)c->seed);
+    if (w > 0 && (size_t)w < len && isfinite(c->params) && isfinite(c->model_bytes))
+        snprintf(buf + w, len - (size_t)w, ": %.0f params, %.0f bytes", c->params, c->model_bytes);
+}
+
+/* Metric m of every finished cell against size or latency, one colour per mode. */
+static void trade_panel(rpt_study *s, rpt_buf *b, trade_pts *pt, int m, bool latency) {
+    double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+    int cnt = 0;
+    for (int i = 0; i < s->n_cells; i++) {
+        if (!s->cells[i].done) continue;
+        double xv = cell_x(s, i, latency), yv = trade_y(s, i, m);
+        if (!(xv > 0) || !isfinite(xv) || !isfinite(yv)) continue;
+        xmin = fmin(xmin, xv), xmax = fmax(xmax, xv), ymin = fmin(ymin, yv), ymax = fmax(ymax, yv), cnt++;
+    }
+    char title[128];
+    snprintf(title, sizeof title, "%s vs %s", trade_labels[m], latency ? "latency" : "size");
+    rpt_plot p;
+    double pad = cnt ? 0.08 * (ymax - ymin) + 1e-3 : 0;
+    rpt_plot_init(&p, b, m * W, 0, W, H, cnt ? xmin : 1, cnt ? xmax : 10, cnt ? ymin - pad : 0, cnt ? ymax + pad : 1,
+                  true);
+    rpt_plot_axes(&p, title, latency ? "median latency, ms (p50, log scale)" : "model size, bytes (log scale)",
+                  trade_labels[m]);
+    if (!cnt) {
+        rpt_plot_empty(&p, latency ? "no timings in the database" : "no model sizes in the database");
         return;
     }
-    for (int m = 0; m < 3; m++) {
-        double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
-        int cnt = 0;
+    for (int md = 0; md < s->n_modes; md++) {
+        int k = 0;
         for (int i = 0; i < s->n_cells; i++) {
-            if (!s->cells[i].done) continue;
-            double xv = cell_x(s, i, latency), yv = rpt_metric(s, i, m == 2 ? s->ood : "test", names[m]).v;
-            if (!(xv > 0) || !isfinite(yv)) continue;
-            xmin = fmin(xmin, xv), xmax = fmax(xmax, xv), ymin = fmin(ymin, yv), ymax = fmax(ymax, yv), cnt++;
+            const rpt_cell *c = &s->cells[i];
+            if (!c->done || strcmp(c->mode, s->modes[md]) != 0) continue;
+            pt->x[k] = cell_x(s, i, latency);
+            pt->y[k] = trade_y(s, i, m);
+            trade_tip(c, pt->tips[k], sizeof pt->tips[k]);
+            pt->tp[k] = pt->tips[k];
+            k++;
         }
-        char title[128];
-        snprintf(title, sizeof title, "%s vs %s", labels[m], latency ? "latency" : "size");
-        rpt_plot p;
-        double pad = cnt ? 0.08 * (ymax - ymin) + 1e-3 : 0;
-        rpt_plot_init(&p, b, m * W, 0, W, H, cnt ? xmin : 1, cnt ? xmax : 10, cnt ? ymin - pad : 0,
-                      cnt ? ymax + pad : 1, true);
-        rpt_plot_axes(&p, title, xl, labels[m]);
-        for (int md = 0; md < s->n_modes && cnt; md++) {
-            int k = 0;
-            for (int i = 0; i < s->n_cells; i++) {
-                const rpt_cell *c = &s->cells[i];
-                if (!c->done || strcmp(c->mode, s->modes[md]) != 0) continue;
-                x[k] = cell_x(s, i, latency);
-                y[k] = rpt_metric(s, i, m == 2 ? s->ood : "test", names[m]).v;
-                char label[96];
-                rpt_cell_label(c, label, sizeof label);
-                snprintf(tips[k], sizeof tips[k], "%s / %s / %s / seed %lld", c->model, c->method, label,
-                         (long long)c->seed);
-                tp[k] = tips[k];
-                k++;
-            }
-            int before = k;
-            rpt_plot_points(&p, x, y, k, rpt_mode_color(s, s->modes[md]), tp);
-            if (before && m == 0) rpt_plot_legend(&p, s->modes[md], rpt_mode_color(s, s->modes[md]), 0, false);
-        }
-        if (!cnt) rpt_plot_empty(&p, latency ? "no timings in the database" : "no model sizes in the database");
+        rpt_plot_points(&p, pt->x, pt->y, k, rpt_mode_color(s, s->modes[md]), pt->tp);
+        if (k && m == 0) rpt_plot_legend(&p, s->modes[md], rpt_mode_color(s, s->modes[md]), 0, false);
     }
-    rpt_svg_close(b);
-    free(x), free(y), free(tips), free(tp);
+}
+
+static void tradeoff(rpt_study *s, rpt_buf *b, bool latency) {
+    size_t n = (size_t)(s->n_cells ? s->n_cells : 1);
+    trade_pts pt = {malloc(n * sizeof *pt.x), malloc(n * sizeof *pt.y), malloc(n * sizeof *pt.tips),
+                    malloc(n * sizeof *pt.tp)};
+    if (pt.x && pt.y && pt.tips && pt.tp) {
+        rpt_svg_open(b, latency ? "fig-latency" : "fig-size", 3 * W, H,
+                     latency ? "metrics vs latency" : "metrics vs model size");
+        for (int m = 0; m < 3; m++) trade_panel(s, b, &pt, m, latency);
+        rpt_svg_close(b);
+    } else {
+        b->oom = true;
+    }
+    free(pt.x), free(pt.y), free(pt.tips), free(pt.tp);
 }
 
 void rpt_figures(rpt_study *s, rpt_buf *b) {
