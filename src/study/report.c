@@ -128,6 +128,13 @@ static void header(rpt_study *s, rpt_buf *b) {
     int done = 0;
     for (int i = 0; i < s->n_cells; i++) done += s->cells[i].done;
     rpt_printf(b, "<dt>cells</dt><dd>%d done, %d failed</dd></dl>\n", done, s->n_cells - done);
+    /* the study file itself, so the report says how it was made */
+    char cfg[16384];
+    if (rpt_meta(s, "study_json", cfg, sizeof cfg)[0]) {
+        rpt_puts(b, "<details><summary>study configuration</summary><pre>");
+        rpt_esc(b, cfg);
+        rpt_puts(b, strlen(cfg) == sizeof cfg - 1 ? "\n(truncated)</pre></details>\n" : "</pre></details>\n");
+    }
 }
 
 /* A value with its interval (metrics lo/hi) or a delta with its interval. */
