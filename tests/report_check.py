@@ -274,8 +274,15 @@ def main():
     # Q2: the winner by the stated criterion.
     ranked = expected_q2(st)
     if ranked:
-        want = "Answer: %s (score %s" % (ranked[0][1], fmt(ranked[0][0]))
-        check(want in text, "Q2: %r not in the summary" % want)
+        tied = [m for sc, m in ranked if fmt(sc) == fmt(ranked[0][0])]
+        if len(tied) == 1:
+            want = "Answer: %s (score %s" % (tied[0], fmt(ranked[0][0]))
+            check(want in text, "Q2: %r not in the summary" % want)
+        else:
+            got = re.search(r"Answer: a tie between (.*?) \(score ([0-9.]+)\)", text)
+            names = set(re.split(r", | and ", got.group(1))) if got else set()
+            check(got and names == set(tied) and got.group(2) == fmt(ranked[0][0]),
+                  "Q2: tie between %s not reported (%s)" % (tied, got.group(0) if got else "no tie sentence"))
     else:
         check("Q2. Which single-pass method" in text and "Cannot answer" in text, "Q2 without data not said")
 

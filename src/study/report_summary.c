@@ -163,6 +163,43 @@ typedef struct {
     int n;
 } survivor;
 
+/* Equal at the precision the report prints (3 decimals). */
+static bool same_shown(double a, double b) {
+    char x[32], y[32];
+    snprintf(x, sizeof x, "%.3f", a);
+    snprintf(y, sizeof y, "%.3f", b);
+    return strcmp(x, y) == 0;
+}
+
+/* sv ranked, sv[0] finite. Methods whose score equals the best as shown tie. */
+static void q2_answer(rpt_buf *b, const survivor *sv, int n) {
+    int ties = 1;
+    while (ties < n && isfinite(sv[ties].score) && same_shown(sv[ties].score, sv[0].score)) ties++;
+    if (ties > 1) {
+        rpt_puts(b, "<p><b>Answer: a tie between ");
+        for (int i = 0; i < ties; i++) {
+            rpt_puts(b, i == 0 ? "" : i == ties - 1 ? " and " : ", ");
+            rpt_esc(b, sv[i].method);
+        }
+        rpt_puts(b, "</b> (score ");
+        rpt_num(b, sv[0].score, 3);
+        rpt_puts(b, ").</p>\n");
+        return;
+    }
+    rpt_puts(b, "<p><b>Answer: ");
+    rpt_esc(b, sv[0].method);
+    rpt_puts(b, "</b> (score ");
+    rpt_num(b, sv[0].score, 3);
+    rpt_printf(b, " over %d int8 cell%s", sv[0].n, sv[0].n == 1 ? "" : "s");
+    if (n > 1 && isfinite(sv[1].score)) {
+        rpt_puts(b, "; next: ");
+        rpt_esc(b, sv[1].method);
+        rpt_puts(b, " at ");
+        rpt_num(b, sv[1].score, 3);
+    }
+    rpt_puts(b, ").</p>\n");
+}
+
 static void q2(rpt_study *s, rpt_buf *b) {
     rpt_puts(b, "<h3>Q2. Which single-pass method survives quantization best?</h3>\n<p>Criterion: the mean, over "
                 "a method's finished int8 cells (every model, seed, int8 mode and device), of "
@@ -208,18 +245,8 @@ static void q2(rpt_study *s, rpt_buf *b) {
         free(sv);
         return;
     }
-    rpt_puts(b, "<p><b>Answer: ");
-    rpt_esc(b, sv[0].method);
-    rpt_puts(b, "</b> (score ");
-    rpt_num(b, sv[0].score, 3);
-    rpt_printf(b, " over %d int8 cell%s", sv[0].n, sv[0].n == 1 ? "" : "s");
-    if (n > 1 && isfinite(sv[1].score)) {
-        rpt_puts(b, "; next: ");
-        rpt_esc(b, sv[1].method);
-        rpt_puts(b, " at ");
-        rpt_num(b, sv[1].score, 3);
-    }
-    rpt_puts(b, ").</p>\n<table id=\"q2-ranking\"><tr><th>rank</th><th class=\"l\">method</th><th>score</th>"
+    q2_answer(b, sv, n);
+    rpt_puts(b, "<table id=\"q2-ranking\"><tr><th>rank</th><th class=\"l\">method</th><th>score</th>"
                 "<th>mean &#916;AUROC OOD</th><th>mean &#916;ECE</th><th>int8 cells</th></tr>\n");
     for (int i = 0; i < n; i++) {
         rpt_printf(b, "<tr><td>%d</td><td class=\"l\">", i + 1);
@@ -296,9 +323,9 @@ static void q3_model(rpt_study *s, rpt_buf *b, const char *model) {
     double ge = fabs(acc_mean(&ed.d[1])) + fabs(acc_mean(&ed.d[2]));
     double gs = fabs(acc_mean(&sm.d[1])) + fabs(acc_mean(&sm.d[2]));
     if (isfinite(ge) && isfinite(gs))
-        rpt_puts(b, ge < gs ? ": the evidential loss made the uncertainty less sensitive to quantization."
-                            : ge > gs ? ": the evidential loss made the uncertainty more sensitive to quantization."
-                                      : ": equally sensitive.");
+        rpt_puts(b, same_shown(ge, gs) ? ": equally sensitive to quantization at this precision."
+                    : ge < gs          ? ": the evidential loss made the uncertainty less sensitive to quantization."
+                                       : ": the evidential loss made the uncertainty more sensitive to quantization.");
     rpt_printf(b, " <span class=\"d\">(%d EDL, %d softmax QAT cells)</span></li>\n", ne, ns);
 }
 
