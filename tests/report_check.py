@@ -300,6 +300,20 @@ def main():
             want = "accuracy EDL-QAT %s vs softmax-QAT %s (%s)" % (fmt(vals["edl"]), fmt(vals["softmax"]),
                                                                   sfmt(vals["edl"] - vals["softmax"]))
             check(want in text, "Q3 %s: %r not in the summary" % (model, want))
+            # the verdict: |dECE| + |dAUROC OOD| of QAT against its control (else parent)
+            sens = {}
+            for m in ("edl", "softmax"):
+                cs = [c for c in st.done() if c["model"] == model and c["method"] == m and c["mode"] == "qat-int8"]
+                ref = lambda c: c["control"] if c["control"] is not None else c["parent"]
+                de = mean([st.delta(c["id"], ref(c), "test", "ece") for c in cs])
+                do = mean([st.delta(c["id"], ref(c), st.ood, "auroc_ood") for c in cs])
+                sens[m] = None if de is None or do is None else abs(de) + abs(do)
+            if None not in sens.values():
+                verdict = ("equally sensitive" if fmt(sens["edl"]) == fmt(sens["softmax"]) else
+                           "less sensitive" if sens["edl"] < sens["softmax"] else "more sensitive")
+                seg = text[text.find("%s: accuracy EDL-QAT" % model):]
+                seg = seg[:seg.find("QAT cells)")]
+                check(verdict in seg, "Q3 %s: verdict %r not in %r" % (model, verdict, seg[-160:]))
     else:
         check("Cannot answer: the study has no" in text, "Q3 without edl/softmax not said")
 
