@@ -55,14 +55,14 @@ trap 'rc=$?; [ $rc -eq 0 ] || echo "setup.sh: FAILED during: $STEP (exit $rc)" >
 STEP="checking system packages"
 PKGS=(gcc make libc6-dev cmake clang pkg-config libopenblas-dev libdnnl-dev zlib1g-dev
       dataset-fashion-mnist python3 python3-numpy python3-sklearn ca-certificates)
-# The study: its results database (SQLite) and the report's browser test
-# (headless Chromium renders report.html to a PNG).
-PKGS+=(libsqlite3-dev chromium)
 [ "$BENCH" = 1 ] && PKGS+=(python3-torch)
 # Node: any node + npm will do (e.g. the NodeSource nodejs, which bundles npm
 # and conflicts with Debian's npm package); otherwise take Debian's.
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)
+# The study: its results database (SQLite) and the report's browser test
+# (headless Chromium renders report.html to a PNG).
+PKGS+=(libsqlite3-dev chromium)
 
 installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
