@@ -312,7 +312,8 @@ static void q3_model(rpt_study *s, rpt_buf *b, const char *model) {
         signed_num(b, acc_mean(&ed.v[k]) - acc_mean(&sm.v[k]));
         rpt_puts(b, k < 2 ? "); " : ").");
     }
-    rpt_puts(b, " Quantization itself (QAT minus its float control) moved EDL's ECE by ");
+    rpt_puts(b, " Quantization itself (QAT minus its float control, or minus the fp32 parent where the control is "
+                "missing) moved EDL's ECE by ");
     signed_num(b, acc_mean(&ed.d[1]));
     rpt_puts(b, " and OOD AUROC by ");
     signed_num(b, acc_mean(&ed.d[2]));
