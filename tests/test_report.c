@@ -185,6 +185,8 @@ static void test_render_api(void) {
     CHECK(s && strstr(s, "0.875") && strstr(s, "&#916; -0.025"));
     free(s);
     CHECK(qlm_report_render(db, bad, &err) == QLM_ERR_IO && strstr(err.msg, bad));
+    CHECK(qlm_report_render(db, db, &err) == QLM_ERR_ARG && strstr(err.msg, "overwrite the database"));
+    CHECK(qlm_report_render(db, html, &err) == QLM_OK); /* the database is intact */
 
     CHECK(make_db(db, "2", ""));
     CHECK(qlm_report_render(db, html, &err) == QLM_ERR_VERSION && strstr(err.msg, "'2'"));

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "report_internal.h"
 
@@ -413,6 +414,10 @@ static void contents(rpt_buf *b) {
 
 qlm_status qlm_report_render(const char *db_path, const char *html_path, qlm_err *err) {
     if (!db_path || !html_path) return qlm_err_set(err, QLM_ERR_ARG, "report: missing database or output path");
+    /* the atomic rename would replace the database with the report */
+    struct stat sd, so;
+    if (stat(db_path, &sd) == 0 && stat(html_path, &so) == 0 && sd.st_dev == so.st_dev && sd.st_ino == so.st_ino)
+        return qlm_err_set(err, QLM_ERR_ARG, "%s: the report would overwrite the database", html_path);
     rpt_study s;
     qlm_status rc = rpt_study_open(&s, db_path, err);
     if (rc != QLM_OK) return rc;
