@@ -60,6 +60,9 @@ PKGS=(gcc make libc6-dev cmake clang pkg-config libopenblas-dev libdnnl-dev zlib
 # and conflicts with Debian's npm package); otherwise take Debian's.
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)
+# The study: its results database (SQLite) and the report's browser test
+# (headless Chromium renders report.html to a PNG).
+PKGS+=(libsqlite3-dev chromium)
 
 installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
