@@ -18,6 +18,7 @@ static const subcommand subcommands[] = {
     {"quantize", cmd_quantize, "quantize a float model: int8 (ptq), fp16 or dynamic"},
     {"predict", cmd_predict, "run a model over a dataset split and dump its raw input and output tensors"},
     {"metrics", cmd_metrics, "uncertainty metrics of predictions in a CSV file (ECE, AUROC, AURC, ...)"},
+    {"bench", cmd_bench, "latency benchmark in the MLPerf LoadGen scenarios (single/multistream, server, offline)"},
     {"export", cmd_export, "export a model for a device toolchain (TFLite for the Edge TPU)"},
 };
 

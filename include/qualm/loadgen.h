@@ -148,7 +148,8 @@ qlm_status qlm_lg_search_peak(qlm_lg_trial_fn trial, void *ctx, double start_qps
 
 /**
  * The search above with Server runs of settings s (target_qps replaced by
- * each trial's rate). best gets the result of the run at *peak.
+ * each trial's rate). best gets the result of the run at *peak (of the
+ * last run when no rate was valid, *peak = 0).
  */
 qlm_status qlm_lg_find_peak_qps(const qlm_lg_settings *s, const qlm_lg_sut *sut,
                                 double start_qps, double rel_tol, int max_trials,

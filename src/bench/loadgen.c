@@ -497,7 +497,7 @@ qlm_status qlm_lg_search_peak(qlm_lg_trial_fn trial, void *ctx, double start_qps
 typedef struct {
     qlm_lg_settings s;
     const qlm_lg_sut *sut;
-    qlm_lg_result best;
+    qlm_lg_result best, last;
     double best_qps;
 } peak_ctx;
 
@@ -508,6 +508,7 @@ static qlm_status server_trial(void *ctx, double qps, bool *valid, qlm_err *err)
     qlm_status st = qlm_lg_run(&p->s, p->sut, &r, NULL, err);
     if (st != QLM_OK) return st;
     *valid = r.valid;
+    p->last = r;
     if (r.valid && qps > p->best_qps) {
         p->best_qps = qps;
         p->best = r;
@@ -527,6 +528,6 @@ qlm_status qlm_lg_find_peak_qps(const qlm_lg_settings *s, const qlm_lg_sut *sut,
     p.sut = sut;
     qlm_status st = qlm_lg_search_peak(server_trial, &p, start_qps, rel_tol, max_trials, peak,
                                        trials, err);
-    if (st == QLM_OK && best) *best = p.best;
+    if (st == QLM_OK && best) *best = p.best_qps > 0 ? p.best : p.last;
     return st;
 }
