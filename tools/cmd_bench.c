@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -134,7 +135,15 @@ typedef struct {
     bool searched;
     int64_t checked, mismatched;
     double max_diff;
+    double cpu_s;        /* process CPU time of every run (all trials) */
+    int64_t samples_run; /* samples of every run */
 } outcome;
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static const char *metric_name(qlm_lg_scenario sc, bool searched) {
     static const char *const names[] = {"p90_latency_ms", "p99_latency_ms", "peak_qps", "samples_per_s"};
@@ -178,6 +187,8 @@ static void print_json(const bench_opts *o, const char *kind, const machine *mc,
            r->samples_per_s, (long long)r->over_latency, (long long)r->late, r->min_duration_met ? "true" : "false",
            r->min_queries_met ? "true" : "false", r->latency_met ? "true" : "false", r->valid ? "true" : "false");
     if (oc->searched) printf(", \"peak_qps\": %.3f, \"search_trials\": %d", oc->peak, oc->trials);
+    printf(", \"cpu_s\": %.4f, \"samples_run\": %lld, \"cpu_ms_per_sample\": %.4f", oc->cpu_s,
+           (long long)oc->samples_run, oc->samples_run ? 1e3 * oc->cpu_s / (double)oc->samples_run : 0.0);
     printf("},\n \"metric\": {\"name\": \"%s\", \"value\": %.4f},\n", metric_name(sc, oc->searched),
            metric_value(sc, oc));
     if (o->accuracy)
@@ -216,6 +227,8 @@ static void print_table(const bench_opts *o, const char *kind, const machine *mc
            r->samples_per_s);
     if (oc->searched) printf("peak rate: %.2f queries/s with p99 <= %g ms (%d trials)\n", oc->peak,
                              1e3 * s->target_latency_s, oc->trials);
+    printf("cpu: %.3f s of process CPU time for %lld samples (all runs): %.4f ms/sample\n", oc->cpu_s,
+           (long long)oc->samples_run, oc->samples_run ? 1e3 * oc->cpu_s / (double)oc->samples_run : 0.0);
     printf("metric %s = %.3f\n", metric_name(sc, oc->searched), metric_value(sc, oc));
     printf("result %s (min duration %s, min queries %s%s)\n", r->valid ? "VALID" : "INVALID",
            r->min_duration_met ? "met" : "not met", r->min_queries_met ? "met" : "not met",
@@ -230,6 +243,7 @@ static qlm_status run_bench(const bench_opts *o, qlm_lg_scenario sc, qlm_lg_mode
                             int64_t n_samples, outcome *oc, qlm_err *err) {
     oc->s = settings_of(o, sc, n_samples);
     qlm_status st = QLM_OK;
+    const double cpu0 = cpu_now();
     if (sc == QLM_LG_SERVER && !o->fixed_rate) {
         double start = o->target_qps > 0 ? o->target_qps : estimate_qps(sut, n_samples, err);
         if (start < 0) return err->status;
@@ -239,6 +253,8 @@ static qlm_status run_bench(const bench_opts *o, qlm_lg_scenario sc, qlm_lg_mode
     } else {
         st = qlm_lg_run(&oc->s, sut, &oc->r, NULL, err);
     }
+    oc->cpu_s = cpu_now() - cpu0;
+    oc->samples_run = qlm_lg_model_samples_run(m);
     if (st == QLM_OK) qlm_lg_model_accuracy(m, &oc->checked, &oc->mismatched, &oc->max_diff);
     return st;
 }

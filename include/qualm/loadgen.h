@@ -214,6 +214,9 @@ qlm_lg_sut qlm_lg_model_sut(qlm_lg_model *m);
 void qlm_lg_model_accuracy(const qlm_lg_model *m, int64_t *checked, int64_t *mismatched,
                            double *max_abs_diff);
 
+/** Samples issued to the model since it was opened (every run). */
+int64_t qlm_lg_model_samples_run(const qlm_lg_model *m);
+
 #ifdef __cplusplus
 }
 #endif

@@ -37,7 +37,7 @@ typedef struct {
     double *probs;  /* [passes][max_batch][k] */
     double *mean_p; /* [max_batch][k] */
     double *u1, *u2, *u3; /* [max_batch] scores */
-    int64_t checked, mismatched;
+    int64_t checked, mismatched, issued; /* issued: samples run on this slot */
     double max_diff;
 } slot;
 
@@ -456,9 +456,16 @@ static qlm_status model_issue(void *user, int slot_i, const int64_t *idx, int n,
             return qlm_err_set(err, QLM_ERR_ARG, "bench: sample %lld outside the set of %lld",
                                (long long)idx[i], (long long)m->n);
     qlm_status st = QLM_OK;
+    s->issued += n;
     for (int a = 0; st == QLM_OK && a < n; a += m->o.max_batch)
         st = chunk(m, s, idx + a, n - a < m->o.max_batch ? n - a : m->o.max_batch, err);
     return st;
+}
+
+int64_t qlm_lg_model_samples_run(const qlm_lg_model *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->o.slots; i++) n += m->slots[i].issued;
+    return n;
 }
 
 qlm_lg_sut qlm_lg_model_sut(qlm_lg_model *m) {
