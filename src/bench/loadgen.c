@@ -122,9 +122,10 @@ static qlm_status summarize(const qlm_lg_settings *s, const qlog *q, int64_t spq
                             qlm_lg_result *r, qlm_err *err) {
     double *lat = malloc(sizeof(double) * (size_t)(q->n > 0 ? q->n : 1));
     if (!lat) return qlm_err_set(err, QLM_ERR_NOMEM, "loadgen: out of memory");
-    int64_t m = 0;
+    int64_t m = 0, issued = 0;
     double sum = 0, end = 0;
     for (int64_t i = 0; i < q->n; i++) {
+        issued += q->issued[i] >= 0;
         if (q->done[i] < 0) continue;
         lat[m] = q->done[i] - q->sched[i];
         sum += lat[m++];
@@ -133,7 +134,7 @@ static qlm_status summarize(const qlm_lg_settings *s, const qlog *q, int64_t spq
             r->over_latency++;
     }
     qsort(lat, (size_t)m, sizeof(double), cmp_double);
-    r->queries = q->n;
+    r->queries = issued; /* Server: planned queries never released are not counted */
     r->completed = m;
     r->samples = m * spq;
     r->duration_s = end; /* from the run's start, as LoadGen */

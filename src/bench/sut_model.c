@@ -175,8 +175,8 @@ static qlm_status head_from_graph(qlm_lg_model *m, const qlm_graph *g, const cha
  * node), and the fully connected layer dequantized to float. */
 static qlm_status head_from_qgraph(qlm_lg_model *m, const char *path, qlm_err *err) {
     const qlm_qgraph *qg = m->qg;
-    const qlm_qnode *fc = &qg->nodes[qg->n_nodes - 2];
-    if (qg->n_nodes < 4 || fc->kind != QLM_QOP_FC_S8)
+    const qlm_qnode *fc = qg->n_nodes >= 4 ? &qg->nodes[qg->n_nodes - 2] : NULL;
+    if (!fc || fc->kind != QLM_QOP_FC_S8)
         return qlm_err_set(err, QLM_ERR_UNSUPPORTED, "%s: mcdropout needs an int8 model ending in "
                            "a fully connected layer", path);
     const int f = fc->in[0];
