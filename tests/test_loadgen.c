@@ -24,7 +24,7 @@ typedef struct {
     int n_pattern;
     atomic_int inflight, max_inflight, calls;
     atomic_llong samples;
-    int last_n;
+    atomic_int last_n;
     int64_t max_index, sample_count;
     atomic_int bad_slot;
     int n_slots;
@@ -48,7 +48,7 @@ static qlm_status fake_issue(void *user, int slot, const int64_t *idx, int n, ql
     int call = atomic_fetch_add(&f->calls, 1);
     for (int i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= f->sample_count) atomic_store(&f->bad_slot, 1);
-    f->last_n = n;
+    atomic_store(&f->last_n, n);
     atomic_fetch_add(&f->samples, n);
     double s = f->pattern ? f->pattern[call % f->n_pattern] : f->service_s;
     sleep_s(s + f->per_sample_s * n);
