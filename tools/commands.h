@@ -14,5 +14,6 @@ int cmd_check(int argc, char **argv);
 /* qualm export --device: check first and print the summary; -1 = go on,
  * else the exit code (a format the device cannot read, a bad file). */
 int check_for_export(const char *path, const char *format, const char *device, int io);
+int cmd_bench(int argc, char **argv);
 
 #endif

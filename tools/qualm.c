@@ -19,6 +19,7 @@ static const subcommand subcommands[] = {
     {"predict", cmd_predict, "run a model over a dataset split and dump its raw input and output tensors"},
     {"metrics", cmd_metrics, "uncertainty metrics of predictions in a CSV file (ECE, AUROC, AURC, ...)"},
     {"report", cmd_report, "render a study's results database into one self-contained HTML report"},
+    {"bench", cmd_bench, "latency benchmark in the MLPerf LoadGen scenarios (single/multistream, server, offline)"},
     {"export", cmd_export, "export a model for a device toolchain (TFLite for the Edge TPU)"},
     {"check", cmd_check, "check a model against a device profile (edgetpu, myriadx, cpu), op by op"},
 };
