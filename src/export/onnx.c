@@ -87,6 +87,18 @@ static const char *fconst(cx *c, const char *name, int rank, const int64_t *dims
     return t;
 }
 
+/*
+ * The fused activation of int8 node nd, where it clamps more than the
+ * QuantizeLinear after it: with act_min = -128 and act_max = 127 (zero
+ * point -128, as a ReLU output range gives, and quantize(6) >= 127) the
+ * saturation to [-128, 127] is the same clamp, and leaving the op out
+ * gives the plain DequantizeLinear -> op -> QuantizeLinear unit that QDQ
+ * matchers (ONNX Runtime's, OpenVINO's) look for.
+ */
+static qlm_act q_act(const qlm_qnode *nd) {
+    return nd->act_min == -128 && nd->act_max == 127 ? QLM_ACT_NONE : nd->act;
+}
+
 /* The fused or explicit activation: Relu, or Clip(0, 6) for ReLU6. */
 static const char *activation(cx *c, qlm_act act, const char *x, const char *name) {
     if (act == QLM_ACT_RELU) return unary(c, "Relu", x, name);
@@ -520,7 +532,7 @@ static qlm_status q_conv(cx *c, const qlm_qgraph *qg, int i, qmap *v) {
     snprintf(nm, sizeof nm, "%.80s/float", nd->name);
     const char *y = conv_node(c, dequant(c, qg, nd->in[0], v), wt, bt, &ge, nd->groups, nm);
     snprintf(nm, sizeof nm, "%.80s/act", nd->name);
-    y = activation(c, nd->act, y, nm);
+    y = activation(c, q_act(nd), y, nm);
     v->q[i] = quantize(c, qg, i, v, y, nd->name);
     v->rank[i] = 4;
     return QLM_OK;
@@ -550,7 +562,7 @@ static qlm_status q_fc(cx *c, const qlm_qgraph *qg, int i, qmap *v) {
     snprintf(nm, sizeof nm, "%.80s/float", nd->name);
     const char *y = gemm_node(c, x, wt, bt, nm);
     snprintf(nm, sizeof nm, "%.80s/act", nd->name);
-    y = activation(c, nd->act, y, nm);
+    y = activation(c, q_act(nd), y, nm);
     v->q[i] = quantize(c, qg, i, v, y, nd->name);
     v->rank[i] = 2;
     return QLM_OK;
@@ -567,7 +579,7 @@ static void q_simple(cx *c, const qlm_qgraph *qg, int i, qmap *v) {
         y = ox_name(c->m, "%s", nm);
         ox_node(c->m, "Add", 2, in, y);
         snprintf(nm, sizeof nm, "%.80s/act", nd->name);
-        y = activation(c, nd->act, y, nm);
+        y = activation(c, q_act(nd), y, nm);
     } else if (nd->kind == QLM_QOP_MEAN_S8) {
         y = unary(c, "GlobalAveragePool", x, nm);
     } else {
