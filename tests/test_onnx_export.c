@@ -285,20 +285,18 @@ static float *ref_fp32(qlm_graph *g, const float *x, int n) {
 }
 
 /*
- * ONNX Runtime's CPU has no float16 kernels for these ops: it casts the
- * float16 weights to float once and runs the graph in float between the
- * model's two Casts. The same arithmetic in qualm: the fp32 executor on
- * the fp16 model's graph (binary16 weights) with the input and the output
- * rounded to binary16.
+ * ONNX Runtime's CPU has float16 kernels for few ops (max pooling is
+ * one): its cast insertion runs the others in float on the float16
+ * weights, and drops the model's Cast pair at the input and the output
+ * (resnet20's optimized graph has no Cast left there). Nearly the same
+ * arithmetic in qualm: the fp32 executor on the fp16 model's graph, whose
+ * weights are the binary16 values; they differ by a few binary16 ulps
+ * where ORT runs an op in float16 (2e-3). This checks the file more
+ * tightly than the comparison with qualm's fp16 mode, which measures
+ * what rounding every activation to binary16 costs.
  */
-static float *ref_fp16_edges(const qlm_mgraph *mg, const float *x, int n) {
-    const int64_t m = n * qlm_node_numel(&mg->g->nodes[0]);
-    float *xr = malloc(sizeof(float) * (size_t)m);
-    qlm_round_f16_f32(m, x, xr);
-    float *y = ref_fp32(mg->g, xr, n);
-    free(xr);
-    if (y) qlm_round_f16_f32(n * qlm_node_numel(&mg->g->nodes[qlm_graph_output(mg->g)]), y, y);
-    return y;
+static float *ref_fp16_weights(const qlm_mgraph *mg, const float *x, int n) {
+    return ref_fp32(mg->g, x, n);
 }
 
 static float *ref_mgraph(const qlm_mgraph *mg, const float *x, int n) {
@@ -354,8 +352,7 @@ typedef struct {
     form f;
     int64_t n_out;
     float *want;       /* fp32 / fp16: qualm's floats */
-    float *want_edge;  /* fp16: fp32 math on the binary16 weights, rounded
-                          to binary16 at input and output only */
+    float *want_w16;   /* fp16: fp32 arithmetic on the binary16 weights */
     int8_t *want_s8;   /* qdq: qualm's int8 codes, single rounding (checked) */
     int8_t *want_tfl;  /* qdq: qualm's int8 codes, TFLite 2.2's double rounding */
     float scale;       /* qdq: output quantization */
@@ -395,6 +392,21 @@ static void int8_diff(const float *got, const expect *e, const int8_t *want, int
     }
 }
 
+/* Samples whose arg-max class differs between got and want ([n][k]). */
+static int64_t top1_diff(const float *got, const float *want, const int8_t *want_s8, int64_t n,
+                         int64_t k) {
+    int64_t bad = 0;
+    for (int64_t s = 0; s < n; s++) {
+        int64_t a = 0, b = 0;
+        for (int64_t j = 1; j < k; j++) {
+            if (got[s * k + j] > got[s * k + a]) a = j;
+            if (want ? want[s * k + j] > want[s * k + b] : want_s8[s * k + j] > want_s8[s * k + b]) b = j;
+        }
+        bad += a != b;
+    }
+    return bad;
+}
+
 /* Compare one model's ORT output file with qualm; prints the figures. */
 static void compare(const job *j, const expect *e, double *worst) {
     float *got = malloc(sizeof(float) * (size_t)e->n_out);
@@ -404,6 +416,9 @@ static void compare(const job *j, const expect *e, double *worst) {
         free(got);
         return;
     }
+    const int64_t k = e->n_out / j->n;
+    fprintf(stderr, "  %-28s %s: arg-max class differs from qualm's on %lld of %d samples\n",
+            e->tag, form_name[e->f], (long long)top1_diff(got, e->want, e->want_tfl, j->n, k), j->n);
     if (e->f == FORM_QDQ) {
         int64_t ex, one, bad;
         int8_diff(got, e, e->want_tfl, &ex, &one, &bad);
@@ -428,11 +443,11 @@ static void compare(const job *j, const expect *e, double *worst) {
                 (long long)beyond, (long long)e->n_out);
         CHECK_MSG(rel <= tol, "%s %s: %g > %g", e->tag, form_name[e->f], rel, tol);
         if (rel > *worst) *worst = rel;
-        if (e->want_edge) { /* what ORT's CPU computes: a few binary16 ulps */
-            const int64_t b2 = float_diff(got, e->want_edge, e->n_out, 4e-3, &rel, &ab);
-            fprintf(stderr, "  %-28s       vs fp32 math on the fp16 model, rounded at the edges: "
-                    "max %.3g, scaled %.3g (tol 4e-3; %lld beyond)\n", "", ab, rel, (long long)b2);
-            CHECK_MSG(rel <= 4e-3, "%s fp16 (edges): %g", e->tag, rel);
+        if (e->want_w16) { /* ORT's CPU arithmetic (see ref_fp16_weights) */
+            const int64_t b2 = float_diff(got, e->want_w16, e->n_out, 2e-3, &rel, &ab);
+            fprintf(stderr, "  %-28s       vs qualm fp32 on the binary16 weights: max %.3g, "
+                    "scaled %.3g (tol 2e-3; %lld beyond)\n", "", ab, rel, (long long)b2);
+            CHECK_MSG(rel <= 2e-3, "%s fp16 (fp32 on binary16 weights): %g", e->tag, rel);
         }
     }
     free(got);
@@ -442,7 +457,7 @@ static void expect_free(expect *e) {
     free(e->want);
     free(e->want_s8);
     free(e->want_tfl);
-    free(e->want_edge);
+    free(e->want_w16);
 }
 
 /*
@@ -482,7 +497,7 @@ static void add_forms(const char *tag, qlm_graph *g, const float *x, const float
     if (m) {
         CHECK_MSG(qlm_onnx_from_mgraph(m, &data, &len, &err) == QLM_OK, "%s: %s", tag, err.msg);
         e->want = ref_mgraph(m, x, n);
-        e->want_edge = ref_fp16_edges(m, x, n);
+        e->want_w16 = ref_fp16_weights(m, x, n);
     }
     if (data) {
         char t[128];
@@ -789,7 +804,7 @@ static int acceptance(const char *path) {
         if (m && qlm_onnx_from_mgraph(m, &data, &len, &err) == QLM_OK) {
             const qlm_node *in = &m->g->nodes[0];
             exps[0] = (expect){"accept", FORM_FP16, (int64_t)n * m->g->nodes[qlm_graph_output(m->g)].c,
-                               ref_mgraph(m, x, n), ref_fp16_edges(m, x, n), NULL, NULL, 0, 0, 0};
+                               ref_mgraph(m, x, n), ref_fp16_weights(m, x, n), NULL, NULL, 0, 0, 0};
             job_make(&jobs[nj++], "accept.fp16", data, len, x, n, in->h, in->w, in->c);
         }
         free(data);
