@@ -17,7 +17,7 @@ static qlm_split split_from_name(const char *s) {
 
 int cmd_eval(int argc, char **argv) {
     const char *data = "fashion-mnist", *data_dir = NULL, *split = "test";
-    bool json = false;
+    bool json = false, ref = false;
     qlm_cpu_info cpu;
     qlm_cpu_detect(&cpu);
     int threads = cpu.logical_cores, batch = 256, limit = 0;
@@ -29,6 +29,7 @@ int cmd_eval(int argc, char **argv) {
         {"threads", OPT_INT, &threads, "T", "threads", NULL, 1, 256},
         {"limit", OPT_INT, &limit, "N", "evaluate only the first N samples of the split (0 = all)", NULL, 0, 1 << 30},
         {"json", OPT_FLAG, &json, "", "print the result as JSON on stdout", NULL, 0, 0},
+        {"ref", OPT_FLAG, &ref, "", "int8 models: reference kernels on one thread (same results, slower)", NULL, 0, 0},
     };
     const cli_command cmd = {"eval", "FILE.qlm [options]",
                              "Evaluate a model on a dataset split: accuracy and negative log-likelihood.",
@@ -72,7 +73,7 @@ int cmd_eval(int argc, char **argv) {
     }
     int used = batch;
     if (st == QLM_OK && g) st = qlm_evaluate(g, eval_ds, batch, pool, &res, &err);
-    else if (st == QLM_OK && qg) st = qlm_qevaluate(qg, eval_ds, batch, &res, &err);
+    else if (st == QLM_OK && qg) st = qlm_qevaluate_ex(qg, eval_ds, batch, pool, ref, &res, &err);
     else if (st == QLM_OK) st = qlm_mevaluate(mg, eval_ds, batch, pool, &res, &used, &err);
     if (st == QLM_OK && used != batch)
         fprintf(stderr, "qualm eval: dynamic model: batches of %d consecutive samples (activation ranges "
