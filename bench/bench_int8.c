@@ -28,7 +28,12 @@
  *   bench_int8 [--threads 1,2] [--runs 1000] [--big-batch 256]
  *              [--big-steps 3] [--model resnet20|mobilenet_v1_050]...
  *              [--impl ref|avx2|vnni512] [--no-torch] [--no-tflite]
- *              [--quick] [--out DIR]
+ *              [--quick] [--out DIR] [--clock wall|cpu]
+ *
+ * --clock cpu times with the process CPU time instead of the wall clock
+ * (the steadier number on a shared, busy machine; with T > 1 it adds the
+ * threads' times, so use it for T = 1 only); the PyTorch peer always
+ * measures wall time.
  *
  * Environment: QUALM_TFLITE_LIB (default .deps/tflite/node_modules/
  * node-tflite/tflite/linux_x86_64/libtensorflowlite_c.so), QUALM_PYTHON
@@ -59,13 +64,14 @@ typedef struct {
     qlm_s8_impl impl;
     int torch, tflite;
     const char *out;
+    clockid_t clk; /* CLOCK_MONOTONIC, or process CPU time (--clock cpu) */
 } options;
 
 /* ------------------------------------------------------------- timing */
 
-static double now_s(void) {
+static double now_s(clockid_t clk) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clk, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -108,13 +114,13 @@ static figures measure(const runner *r, const float *x1, const float *xb,
         r->set_input(r->self, x1, 1);
         r->run(r->self, 1);
     }
-    const double start = now_s();
+    const double start = now_s(op->clk);
     for (f.runs = 0; f.runs < op->runs; f.runs++) {
-        if (f.runs >= 20 && now_s() - start > budget_s) break;
-        const double t0 = now_s();
+        if (f.runs >= 20 && now_s(op->clk) - start > budget_s) break;
+        const double t0 = now_s(op->clk);
         r->set_input(r->self, x1, 1);
         r->run(r->self, 1);
-        t[f.runs] = now_s() - t0;
+        t[f.runs] = now_s(op->clk) - t0;
     }
     latency_stats(t, f.runs, &f.med, &f.p90);
     free(t);
@@ -123,12 +129,12 @@ static figures measure(const runner *r, const float *x1, const float *xb,
     if (est > budget_s) f.batch = (int)(big_batch * budget_s / est) + 1;
     r->set_input(r->self, xb, f.batch);
     r->run(r->self, f.batch); /* warm-up */
-    const double t0 = now_s();
+    const double t0 = now_s(op->clk);
     for (int i = 0; i < op->big_steps; i++) {
         r->set_input(r->self, xb, f.batch);
         r->run(r->self, f.batch);
     }
-    f.thr = op->big_steps * f.batch / (now_s() - t0);
+    f.thr = op->big_steps * f.batch / (now_s(op->clk) - t0);
     return f;
 }
 
@@ -549,6 +555,10 @@ static int parse(int argc, char **argv, options *op) {
         else if (!strcmp(a, "--big-batch")) op->big_batch = atoi(v);
         else if (!strcmp(a, "--big-steps")) op->big_steps = atoi(v);
         else if (!strcmp(a, "--out")) op->out = v;
+        else if (!strcmp(a, "--clock")) {
+            if (strcmp(v, "wall") && strcmp(v, "cpu")) return 0;
+            op->clk = strcmp(v, "cpu") ? CLOCK_MONOTONIC : CLOCK_PROCESS_CPUTIME_ID;
+        }
         else if (!strcmp(a, "--model") && op->n_models < MAX_MODELS) op->models[op->n_models++] = v;
         else if (!strcmp(a, "--impl")) {
             op->impl = QLM_S8_IMPL_COUNT;
@@ -569,12 +579,12 @@ int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "--rss-child")) return rss_child(argv[2], argv[3]);
     options op = {.threads = {1, 2}, .n_threads = 2, .runs = 1000, .big_batch = 256,
                   .big_steps = 3, .impl = qlm_s8_impl_best(), .torch = 1, .tflite = 1,
-                  .out = "runs/bench-int8"};
+                  .out = "runs/bench-int8", .clk = CLOCK_MONOTONIC};
     if (!parse(argc, argv, &op)) {
         fprintf(stderr, "usage: bench_int8 [--threads 1,2] [--runs 1000] [--big-batch 256]"
                         " [--big-steps 3] [--model resnet20|mobilenet_v1_050]..."
                         " [--impl ref|avx2|vnni512] [--no-torch] [--no-tflite] [--quick]"
-                        " [--out runs/bench-int8]\n");
+                        " [--out runs/bench-int8] [--clock wall|cpu]\n");
         return 2;
     }
     if (!qlm_s8_impl_usable(op.impl)) {

@@ -172,6 +172,13 @@ static void *tensor(const qlm_qexec *x, int i) {
     return x->act + (size_t)x->max_batch * (size_t)x->qg->nodes[i].arena_off;
 }
 
+/* Tensor i from sample s0 on. */
+static void *tensor_at(const qlm_qexec *x, int i, int s0) {
+    const qlm_qnode *n = &x->qg->nodes[i];
+    return (uint8_t *)tensor(x, i) +
+           (size_t)s0 * (size_t)qlm_qnode_numel(n) * qlm_dtype_size(n->dtype);
+}
+
 float *qlm_qexec_input(qlm_qexec *x) { return tensor(x, 0); }
 const float *qlm_qexec_output(const qlm_qexec *x) {
     return tensor(x, x->qg->n_nodes - 1);
@@ -195,7 +202,7 @@ static qlm_conv_params_s8 conv_params(const qlm_qgraph *qg, const qlm_qnode *n) 
     return p;
 }
 
-static void run_conv(const qlm_qexec *x, const qlm_qnode *n, int b) {
+static void run_conv(const qlm_qexec *x, const qlm_qnode *n, int s0, int b) {
     const qlm_qgraph *qg = x->qg;
     const qlm_qnode *a = &qg->nodes[n->in[0]];
     qlm_conv_shape s = {
@@ -206,8 +213,8 @@ static void run_conv(const qlm_qexec *x, const qlm_qnode *n, int b) {
         .pad_top = n->pad_h, .pad_left = n->pad_w, .groups = n->groups,
     };
     qlm_conv_params_s8 p = conv_params(qg, n);
-    qlm_conv2d_s8_ref(&s, &p, tensor(x, n->in[0]), qg->w8 + n->w_off,
-                      qg->bias + n->b_off, tensor(x, (int)(n - qg->nodes)));
+    qlm_conv2d_s8_ref(&s, &p, tensor_at(x, n->in[0], s0), qg->w8 + n->w_off,
+                      qg->bias + n->b_off, tensor_at(x, (int)(n - qg->nodes), s0));
 }
 
 static qlm_pool_shape pool_shape(const qlm_qnode *a, const qlm_qnode *n, int b) {
@@ -243,17 +250,17 @@ static void maxpool_s8(const qlm_pool_shape *s, const int8_t *x, int8_t *y) {
 }
 
 /* Reference path: the kernels of s8_ref.c, one thread. */
-static void run_node_ref(const qlm_qexec *x, int i, int b) {
+static void run_node_ref(const qlm_qexec *x, int i, int s0, int b) {
     const qlm_qgraph *qg = x->qg;
     const qlm_qnode *n = &qg->nodes[i];
     const qlm_qnode *a = &qg->nodes[n->in[0]];
-    void *y = tensor(x, i), *in = tensor(x, n->in[0]);
+    void *y = tensor_at(x, i, s0), *in = tensor_at(x, n->in[0], s0);
     const int64_t numel = (int64_t)b * qlm_qnode_numel(n);
     switch (n->kind) {
     case QLM_QOP_QUANTIZE:
         qlm_quantize_s8(numel, in, n->scale, n->zero_point, y);
         break;
-    case QLM_QOP_CONV_S8: run_conv(x, n, b); break;
+    case QLM_QOP_CONV_S8: run_conv(x, n, s0, b); break;
     case QLM_QOP_FC_S8: {
         qlm_fc_params_s8 p = conv_params(qg, n);
         qlm_fc_s8_ref(b, (int)qlm_qnode_numel(a), n->c, &p, in,
@@ -263,7 +270,7 @@ static void run_node_ref(const qlm_qexec *x, int i, int b) {
     case QLM_QOP_ADD_S8: {
         qlm_add_params_s8 p = n->add;
         p.rounding = qg->rounding;
-        qlm_add_s8_ref(numel, &p, in, tensor(x, n->in[1]), y);
+        qlm_add_s8_ref(numel, &p, in, tensor_at(x, n->in[1], s0), y);
         break;
     }
     case QLM_QOP_MEAN_S8: {
@@ -345,10 +352,10 @@ static void run(const qlm_qexec *x, par_ctx *c, qlm_task_fn fn) {
     else qlm_pool_run(x->pool, c->tasks, fn, c);
 }
 
-static void run_node_opt(const qlm_qexec *x, int i, int b) {
+static void run_node_opt(const qlm_qexec *x, int i, int s0, int b) {
     const qlm_qgraph *qg = x->qg;
     const qlm_qnode *n = &qg->nodes[i];
-    par_ctx c = {.x = x, .in = tensor(x, n->in[0]), .out = tensor(x, i)};
+    par_ctx c = {.x = x, .in = tensor_at(x, n->in[0], s0), .out = tensor_at(x, i, s0)};
     if (has_plan(n)) {
         const qlm_conv_s8_plan *pl = &x->plans[i];
         c.pl = pl;
@@ -362,23 +369,45 @@ static void run_node_opt(const qlm_qexec *x, int i, int b) {
         qlm_add_params_s8 p = n->add;
         p.rounding = qg->rounding;
         c.add = &p;
-        c.in2 = tensor(x, n->in[1]);
+        c.in2 = tensor_at(x, n->in[1], s0);
         c.units = (int64_t)b * qlm_qnode_numel(n);
         c.grain = 64;
         c.tasks = n_tasks(x, c.units * 16, (c.units + 63) / 64);
         run(x, &c, add_task);
     } else {
-        run_node_ref(x, i, b);
+        run_node_ref(x, i, s0, b);
     }
+}
+
+/*
+ * Samples per pass of the optimized path. A batch runs as consecutive
+ * passes of the whole graph over a few samples each, so that a pass's
+ * activations stay in the L2 cache (a layer-by-layer sweep over 256
+ * samples streams every tensor through memory). Sample results do not
+ * depend on the split. Passes may run in place: an intermediate tensor
+ * is written and read within one pass, and the tensors kept after a run
+ * (input, int8 input and output, float output) overlap no other tensor.
+ */
+#define PASS_BYTES (384 * 1024)
+
+static int pass_samples(const qlm_qexec *x) {
+    const int64_t per = x->qg->arena_per_sample;
+    const int64_t k = PASS_BYTES / (per > 0 ? per : 1);
+    return k < 1 ? 1 : (k > x->max_batch ? x->max_batch : (int)k);
 }
 
 qlm_status qlm_qforward(qlm_qexec *x, int n, qlm_err *err) {
     if (!x || n < 1 || n > x->max_batch)
         return qlm_err_set(err, QLM_ERR_ARG, "qforward: batch %d outside [1, %d]",
                            n, x ? x->max_batch : 0);
-    for (int i = 1; i < x->qg->n_nodes; i++) {
-        if (x->force_ref) run_node_ref(x, i, n);
-        else run_node_opt(x, i, n);
+    if (x->force_ref) { /* whole batch, layer by layer: the plainest order */
+        for (int i = 1; i < x->qg->n_nodes; i++) run_node_ref(x, i, 0, n);
+        return QLM_OK;
+    }
+    const int k = pass_samples(x);
+    for (int s0 = 0; s0 < n; s0 += k) {
+        const int b = n - s0 < k ? n - s0 : k;
+        for (int i = 1; i < x->qg->n_nodes; i++) run_node_opt(x, i, s0, b);
     }
     return QLM_OK;
 }
