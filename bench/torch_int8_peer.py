@@ -9,19 +9,20 @@ fused, the engine's default qconfig: per-channel int8 weights, per-tensor
 activations; calibration on random images), then TorchScript (trace +
 freeze). Quantized engines of Debian's python3-torch: onednn and qnnpack
 (no fbgemm). For each engine and input memory format, and each thread
-count (torch.set_num_threads), it measures
+count (torch.set_num_threads), it tries every variant briefly (comment
+lines), then measures the fastest one:
 
-  b1_median_ms / b1_p90_ms   batch-1 latency over --runs runs (float in,
-                             float logits out: quantize ... dequantize,
-                             as qualm's runtime)
-  b256_img_s                 batch-256 throughput
+  b1_median / b1_p90   batch-1 latency (ms) over --runs runs (float in,
+                       float logits out: quantize ... dequantize, as
+                       qualm's runtime)
+  b256                 batch-256 throughput (images/s)
 
-and prints every variant as a comment and the fastest as the data line
+and prints data lines
 
   torch <model> <threads> <figure> <unit> <value> <engine>/<format>
 
-(the p90 line uses the variant with the best median). bench_int8 runs
-this script and divides its own figures by these.
+(p90 is the variant with the best median's). bench_int8 runs this script
+and divides its own figures by these.
 """
 import argparse
 import os
@@ -99,16 +100,6 @@ def time_throughput(model, memory_format, batch, steps):
     return steps * batch / dt
 
 
-def report(name, threads, figure, unit, results, higher_is_better):
-    for variant, value in results:
-        print("# torch %s %d %s %s %.4g %s" % (name, threads, figure, unit, value, variant))
-    pick = max if higher_is_better else min
-    variant, value = pick(results, key=lambda r: r[1])
-    print("torch %s %d %s %s %.5g %s" % (name, threads, figure, unit, value, variant))
-    sys.stdout.flush()
-    return variant
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
@@ -117,6 +108,8 @@ def main():
     ap.add_argument("--runs", type=int, default=1000, help="timed batch-1 runs")
     ap.add_argument("--big-batch", type=int, default=256)
     ap.add_argument("--big-steps", type=int, default=4, help="timed batch-256 runs")
+    ap.add_argument("--trial-runs", type=int, default=100,
+                    help="batch-1 runs of each variant's trial")
     ap.add_argument("--calib", type=int, default=64, help="calibration images")
     ap.add_argument("--engines", default="onednn,qnnpack")
     ap.add_argument("--formats", default="nchw,nhwc")
@@ -145,19 +138,32 @@ def main():
                 models[e + "/" + f] = (e, fmts[f], quantized_model(name, e, fmts[f], args.calib))
         for t in threads:
             torch.set_num_threads(t)
-            med, p90, thr = [], [], []
+            # Trial of every variant (--trial-runs runs, one batch of
+            # big_batch / 8), then the full measurement of the fastest only:
+            # qnnpack is several times slower here, and timing it 1000 times
+            # would take most of the benchmark's budget.
+            med, thr = [], []
             for v, (e, mf, m) in models.items():
                 torch.backends.quantized.engine = e
-                a, b = time_latency(m, mf, args.runs)
-                med.append((v, a))
-                p90.append((v, b))
-                thr.append((v, time_throughput(m, mf, args.big_batch, args.big_steps)))
-            best = report(name, t, "b1_median", "ms", med, False)
-            for v, val in p90:
-                print("# torch %s %d b1_p90 ms %.4g %s" % (name, t, val, v))
-            print("torch %s %d b1_p90 ms %.5g %s" % (name, t, dict(p90)[best], best))
-            report(name, t, "b%d" % args.big_batch, "img_s", thr, True)
-
+                med.append((v, time_latency(m, mf, args.trial_runs)[0]))
+                thr.append((v, time_throughput(m, mf, max(1, args.big_batch // 8), 1)))
+            for v, val in med:
+                print("# torch %s %d trial_b1_median ms %.4g %s" % (name, t, val, v))
+            for v, val in thr:
+                print("# torch %s %d trial_b%d img_s %.4g %s"
+                      % (name, t, max(1, args.big_batch // 8), val, v))
+            best = min(med, key=lambda r: r[1])[0]
+            e, mf, m = models[best]
+            torch.backends.quantized.engine = e
+            a, b = time_latency(m, mf, args.runs)
+            print("torch %s %d b1_median ms %.5g %s" % (name, t, a, best))
+            print("torch %s %d b1_p90 ms %.5g %s" % (name, t, b, best))
+            best = max(thr, key=lambda r: r[1])[0]
+            e, mf, m = models[best]
+            torch.backends.quantized.engine = e
+            v = time_throughput(m, mf, args.big_batch, args.big_steps)
+            print("torch %s %d b%d img_s %.5g %s" % (name, t, args.big_batch, v, best))
+            sys.stdout.flush()
 
 if __name__ == "__main__":
     main()
