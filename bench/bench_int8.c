@@ -662,7 +662,7 @@ int main(int argc, char **argv) {
                     return 1;
                 }
                 const runner rt_ = {tfl_set_input, tfl_run_batch, &tr};
-                r->tfl = measure(&rt_, x1, xb, op.big_batch, 4.0, &op);
+                r->tfl = measure(&rt_, x1, xb, op.big_batch, 2.0, &op);
                 tfl_close(&tr);
                 printf("tflite %s %d b1_median ms %.5g\ntflite %s %d b1_p90 ms %.5g\n"
                        "tflite %s %d b%d img_s %.5g\n", r->model, T, r->tfl.med, r->model,
