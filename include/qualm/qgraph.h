@@ -172,7 +172,8 @@ typedef struct qlm_qexec qlm_qexec;
 
 /**
  * Bytes of the arena a qlm_qexec for up to max_batch samples needs: the
- * executor's header, then the activation tensors placed by a liveness
+ * executor's header, the packed weights and scratch of the kernels (see
+ * qlm_qexec_size_ex), then the activation tensors placed by a liveness
  * plan (a tensor's memory is reused once its last consumer ran). Tensors
  * 0 (float input), 1 (int8 input), the last int8 tensor and the float
  * output stay readable after a run. qg must be prepared.

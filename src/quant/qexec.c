@@ -318,7 +318,6 @@ static void run_node_ref(const qlm_qexec *x, int i, int s0, int b) {
     }
 }
 
-
 /* ------------------------------------------------------ optimized path */
 
 /*
