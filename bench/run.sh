@@ -3,6 +3,8 @@
 #
 #   bash bench/run.sh [--threads T] [--quick] [--no-torch] [--model NAME]...
 #   bash bench/run.sh --table-only     # re-print the table of the last run
+#   bash bench/run.sh --int8 [--quick] [--no-torch]   # int8 runtime only:
+#                       bench_int8 (qualm vs TFLite 2.2 and PyTorch int8)
 #
 # Builds bench_train (Release) in $QUALM_BUILD_DIR (default: build), runs it
 # and bench/torch_peer.py with T threads (default 2), and prints a table of
@@ -20,14 +22,16 @@ QUICK=()
 MODELS=()
 TORCH=1
 RUN=1
+INT8=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) THREADS=${2:?--threads needs a value}; shift ;;
     --quick) QUICK=(--quick) ;;
     --no-torch) TORCH=0 ;;
     --table-only) RUN=0 ;;
+    --int8) INT8=1 ;;
     --model) MODELS+=(--model "${2:?--model needs a value}"); shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -38,6 +42,14 @@ BUILD_DIR=${QUALM_BUILD_DIR:-build}
 OUT=${QUALM_BENCH_OUT:-runs/bench}
 PY=${QUALM_PYTHON:-/usr/bin/python3}
 mkdir -p "$OUT"
+
+if [ "$INT8" = 1 ]; then # int8 runtime: 1 and 2 threads, ratios printed by bench_int8
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD_DIR" -j"$(nproc)" --target bench_int8 >/dev/null
+  INT8_ARGS=("${QUICK[@]}"); [ "$TORCH" = 1 ] || INT8_ARGS+=(--no-torch)
+  QUALM_SOURCE_DIR=$ROOT QUALM_PYTHON=$PY "$BUILD_DIR/bench_int8" "${INT8_ARGS[@]}" | tee "$OUT/int8.txt"
+  exit "${PIPESTATUS[0]}"
+fi
 
 run_benchmarks() {
   echo "== building bench_train in $BUILD_DIR (Release)"

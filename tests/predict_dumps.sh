@@ -4,7 +4,8 @@
 # float input dump with the model's input scale / zero point (recomputed
 # in NumPy: float32 division, round half away from zero, clamp); the fp16
 # input and output dumps are exactly binary16 values and the input equals
-# NumPy's float16 rounding of the float input; eval and predict agree.
+# NumPy's float16 rounding of the float input; eval and predict agree;
+# int8 eval with the optimized kernels on 2 threads equals eval --ref.
 # NumPy checks need /usr/bin/python3 with numpy (SKIPped otherwise).
 set -uo pipefail
 BUILD=${1:?usage: predict_dumps.sh BUILD_DIR}
@@ -39,6 +40,12 @@ for k in int8 fp16; do
   want=$(awk -v a="$acc" 'BEGIN { printf "%.2f%%", 100 * a }')
   grep -q "accuracy $want" "$tmp/$k.err" && ok || bad "predict $k accuracy != eval $want: $(cat "$tmp/$k.err")"
 done
+# int8 eval: optimized kernels on 2 threads = reference kernels (--ref),
+# accuracy and NLL to the last printed digit.
+strip_time() { sed 's/, "seconds": [0-9.]*//'; }
+e_opt=$("$QUALM" eval "$tmp/int8.qlm" --split val --limit $N --batch 16 --threads 2 --json | strip_time)
+e_ref=$("$QUALM" eval "$tmp/int8.qlm" --split val --limit $N --batch 16 --threads 1 --ref --json | strip_time)
+[ -n "$e_opt" ] && [ "$e_opt" = "$e_ref" ] && ok || bad "int8 eval optimized ($e_opt) != --ref ($e_ref)"
 
 if ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
   echo "SKIP: $PY lacks numpy (dump value checks)"; echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit

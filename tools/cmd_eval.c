@@ -22,7 +22,7 @@ static qlm_split split_from_name(const char *s) {
 
 int cmd_eval(int argc, char **argv) {
     const char *data = "fashion-mnist", *data_dir = NULL, *split = "test";
-    bool json = false;
+    bool json = false, ref = false;
     qlm_cpu_info cpu;
     qlm_cpu_detect(&cpu);
     int threads = cpu.logical_cores, batch = 256, limit = 0;
@@ -46,6 +46,7 @@ int cmd_eval(int argc, char **argv) {
         {"dropout", OPT_FLOAT, &dropout, "P", "mcdropout on an int8 model: the float model's dropout probability (samples only the head)", NULL, 0, 0.99},
         {"bootstrap", OPT_INT, &boot, "N", "bootstrap resamples of the intervals (-1 = 1000; 0 = none)", NULL, -1, 100000},
         {"seed", OPT_U64, &seed, "S", "seed of the generated OOD / shift sets, dropout masks and TTA noise", NULL, 0, 1.8e19},
+        {"ref", OPT_FLAG, &ref, "", "int8 models: reference kernels on one thread (same results, slower)", NULL, 0, 0},
     };
     const cli_command cmd = {"eval", "FILE.qlm [options]",
                              "Evaluate a model on a dataset split: accuracy and negative log-likelihood.\n"
@@ -97,7 +98,7 @@ int cmd_eval(int argc, char **argv) {
     }
     int used = batch;
     if (st == QLM_OK && g) st = qlm_evaluate(g, eval_ds, batch, pool, &res, &err);
-    else if (st == QLM_OK && qg) st = qlm_qevaluate(qg, eval_ds, batch, &res, &err);
+    else if (st == QLM_OK && qg) st = qlm_qevaluate_ex(qg, eval_ds, batch, pool, ref, &res, &err);
     else if (st == QLM_OK) st = qlm_mevaluate(mg, eval_ds, batch, pool, &res, &used, &err);
     if (st == QLM_OK && used != batch)
         fprintf(stderr, "qualm eval: dynamic model: batches of %d consecutive samples (activation ranges "

@@ -172,7 +172,8 @@ typedef struct qlm_qexec qlm_qexec;
 
 /**
  * Bytes of the arena a qlm_qexec for up to max_batch samples needs: the
- * executor's header, then the activation tensors placed by a liveness
+ * executor's header, the packed weights and scratch of the kernels (see
+ * qlm_qexec_size_ex), then the activation tensors placed by a liveness
  * plan (a tensor's memory is reused once its last consumer ran). Tensors
  * 0 (float input), 1 (int8 input), the last int8 tensor and the float
  * output stay readable after a run. qg must be prepared.
@@ -208,8 +209,11 @@ qlm_status qlm_qforward(qlm_qexec *x, int n, qlm_err *err);
  * qlm_qexec_size_ex / qlm_qexec_init_ex with max_threads = 1 and the best
  * variant of this CPU (qlm_s8_impl_best). The arena then also holds the
  * weights packed for that variant (packed once, at init) and max_threads
- * scratch slots: a run never allocates. With a pool of T threads a conv /
- * fc / add call runs min(T, max_threads) tasks.
+ * scratch slots: a run never allocates. A batch runs as passes of the
+ * whole graph over as many samples as keep the activations in cache; with
+ * a pool of T threads each pass runs min(T, max_threads) tasks that share
+ * the parts of every conv / fc / add (one pool wake-up per pass, not per
+ * node). The executor may only be run by one caller at a time.
  */
 size_t qlm_qexec_size_ex(const qlm_qgraph *qg, int max_batch, int max_threads,
                          qlm_s8_impl impl);

@@ -40,6 +40,15 @@ static inline pix_pos pos_of(const qlm_conv_shape *s, int64_t pix) {
     return q;
 }
 
+/* The next pixel's position (no divisions in the tile loops). */
+static inline void pos_next(const qlm_conv_shape *s, pix_pos *q) {
+    if (++q->ow < s->out_w) return;
+    q->ow = 0;
+    if (++q->oh < s->out_h) return;
+    q->oh = 0;
+    q->b++;
+}
+
 /* ================================================= AVX-512 (VNNI) ===== */
 
 typedef struct {
@@ -139,11 +148,10 @@ V512 static inline void copy_xor(uint8_t *dst, const int8_t *src, int n) {
 /* The im2col row of one output pixel and group, as u8 (x + 128); padding
  * cells hold input_zp + 128, which the bias correction cancels. */
 V512 static void im2col_u8(const qlm_conv_s8_plan *pl, const int8_t *x,
-                           int64_t pix, int g, uint8_t *row) {
+                           pix_pos q, int g, uint8_t *row) {
     const qlm_conv_shape *s = &pl->s;
     const int icg = s->in_c / s->groups, K = s->k_h * s->k_w * icg;
     const uint8_t pad = (uint8_t)(pl->p.input_zp + 128);
-    const pix_pos q = pos_of(s, pix);
     const int8_t *img = x + (int64_t)q.b * s->in_h * s->in_w * s->in_c + g * icg;
     const int iw0 = q.ow * s->stride_w - s->pad_left;
     const bool run = s->groups == 1 && iw0 >= 0 && iw0 + s->k_w <= s->in_w;
@@ -185,6 +193,39 @@ V512 static void tile_vnni(const uint8_t *rows, int kp, const int8_t *wb,
     for (int r = 0; r < m; r++) rq_store512(acc[r], q, k, y0 + r * ys);
 }
 #undef DP
+
+/* S8_MT (8) pixels x 32 output channels (two blocks): each broadcast of
+ * the activations feeds two vpdpbusd, half the loads per multiply-add of
+ * tile_vnni. */
+#define DP2(r)                                                                 \
+    do {                                                                       \
+        const __m512i b_ = BC(r);                                              \
+        a##r = _mm512_dpbusd_epi32(a##r, b_, w0);                              \
+        c##r = _mm512_dpbusd_epi32(c##r, b_, w1);                              \
+    } while (0)
+
+V512 static void tile_vnni2(const uint8_t *rows, int kp, const int8_t *wb0,
+                            const int8_t *wb1, const int32_t *bias0,
+                            const int32_t *bias1, const rq512 *q0,
+                            const rq512 *q1, __mmask16 k1, int m, int8_t *y0,
+                            int64_t ys) {
+    __m512i a0 = _mm512_loadu_si512(bias0), a1 = a0, a2 = a0, a3 = a0;
+    __m512i a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    __m512i c0 = _mm512_loadu_si512(bias1), c1 = c0, c2 = c0, c3 = c0;
+    __m512i c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    for (int i = 0; i < kp; i += 4) {
+        const __m512i w0 = _mm512_loadu_si512(wb0 + (int64_t)i * 16);
+        const __m512i w1 = _mm512_loadu_si512(wb1 + (int64_t)i * 16);
+        DP2(0); DP2(1); DP2(2); DP2(3); DP2(4); DP2(5); DP2(6); DP2(7);
+    }
+    const __m512i acc0[S8_MT] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    const __m512i acc1[S8_MT] = {c0, c1, c2, c3, c4, c5, c6, c7};
+    for (int r = 0; r < m; r++) {
+        rq_store512(acc0[r], q0, 0xFFFF, y0 + r * ys);
+        rq_store512(acc1[r], q1, k1, y0 + r * ys + 16);
+    }
+}
+#undef DP2
 #undef BC
 
 void qlm__s8_gemm_vnni512(const qlm_conv_s8_plan *pl, const int8_t *x,
@@ -195,13 +236,41 @@ void qlm__s8_gemm_vnni512(const qlm_conv_s8_plan *pl, const int8_t *x,
     const qlm_conv_params_s8 *p = &pl->p;
     const int kp = pl->kp, nb = pl->ocb, ocg = s->out_c / s->groups;
     uint8_t *rows = scratch;
+    /* the pixels of a 1x1 / stride-1 / unpadded conv are its im2col rows
+     * (same input and output grid, so pixel p reads input pixel p) */
+    const bool direct = s->k_h == 1 && s->k_w == 1 && s->stride_h == 1 &&
+                        s->stride_w == 1 && s->pad_top == 0 && s->pad_left == 0 &&
+                        s->groups == 1 && s->in_c == kp && s->in_h == s->out_h &&
+                        s->in_w == s->out_w;
     for (int64_t t0 = p0; t0 < p1; t0 += S8_MT) {
         const int m = (int)(p1 - t0 < S8_MT ? p1 - t0 : S8_MT);
         if (m < S8_MT) /* rows past the end are computed, never stored */
             memset(rows + (size_t)m * kp, 0, (size_t)(S8_MT - m) * kp);
         for (int g = 0; g < s->groups; g++) {
-            for (int r = 0; r < m; r++) im2col_u8(pl, x, t0 + r, g, rows + (size_t)r * kp);
-            for (int b = 0; b < nb; b++) {
+            if (direct) { /* 1x1, stride 1, no padding: rows = input pixels */
+                copy_xor(rows, x + t0 * s->in_c, m * kp);
+            } else {
+                pix_pos q = pos_of(s, t0);
+                for (int r = 0; r < m; r++, pos_next(s, &q))
+                    im2col_u8(pl, x, q, g, rows + (size_t)r * kp);
+            }
+            int b = 0;
+            for (; b + 2 <= nb; b += 2) { /* pairs of full-or-last blocks */
+                const int c0 = g * ocg + b * 16;
+                const __mmask16 k1 = lanes16(ocg - b * 16 - 16);
+                const rq512 q0 = rq_load512(p->mult + c0, p->shift + c0, 0xFFFF,
+                                            p->output_zp, p->act_min, p->act_max,
+                                            p->rounding);
+                const rq512 q1 = rq_load512(p->mult + c0 + 16, p->shift + c0 + 16, k1,
+                                            p->output_zp, p->act_min, p->act_max,
+                                            p->rounding);
+                const int64_t blk = (int64_t)g * nb + b;
+                const int8_t *wb = (const int8_t *)pl->wp + blk * kp * 16;
+                tile_vnni2(rows, kp, wb, wb + (int64_t)kp * 16, pl->bp + blk * 16,
+                           pl->bp + blk * 16 + 16, &q0, &q1, k1, m,
+                           y + t0 * s->out_c + c0, s->out_c);
+            }
+            for (; b < nb; b++) {
                 const int c0 = g * ocg + b * 16;
                 const __mmask16 k = lanes16(ocg - b * 16);
                 const rq512 q = rq_load512(p->mult + c0, p->shift + c0, k, p->output_zp,

@@ -28,12 +28,14 @@ qlm_status qlm_qevaluate_ex(const qlm_qgraph *qg, const qlm_dataset *ds,
     void *arena = qlm_aligned_alloc(bytes);
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)batch);
     int32_t *y = malloc(sizeof(int32_t) * (size_t)batch);
-    qlm_qexec *x = arena ? qlm_qexec_init_ex(qg, batch, threads, impl, arena, bytes, err)
-                         : NULL;
+    qlm_status st = (arena && idx && y) ? QLM_OK
+                        : qlm_err_set(err, QLM_ERR_NOMEM, "qevaluate: out of memory");
+    qlm_qexec *x = st == QLM_OK ? qlm_qexec_init_ex(qg, batch, threads, impl, arena,
+                                                    bytes, err)
+                                : NULL;
+    if (st == QLM_OK && !x) st = err ? err->status : QLM_ERR_ARG; /* message kept */
     qlm_qexec_set_pool(x, pool);
     qlm_qexec_force_ref(x, force_ref);
-    qlm_status st = (x && idx && y) ? QLM_OK
-                        : qlm_err_set(err, QLM_ERR_NOMEM, "qevaluate: out of memory");
     double t0 = qlm_now(), nll = 0;
     int64_t correct = 0;
     for (int64_t s = 0; st == QLM_OK && s < ds->n; s += batch) {

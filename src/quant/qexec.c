@@ -2,22 +2,26 @@
  * qexec.c — the int8 runtime (qlm_qexec_*, qlm_qforward; qualm/qgraph.h).
  *
  * The executor lives in the caller's arena:
- *   header | conv plans [n_nodes] | packed weights of each conv / fc node
- *   | scratch slots [max_threads] | activations
+ *   header | conv plans [n_nodes] | pass schedule [n_nodes] | packed
+ *   weights of each conv / fc node | scratch slots [max_threads] |
+ *   activations
  * The activation tensors sit at max_batch times the per-sample offsets
  * that qlm_qgraph_prepare planned: scaling a non-overlapping per-sample
  * plan by the batch keeps it non-overlapping and 64-byte aligned. Weights
  * are packed once, at init, for the kernel variant (kernels_s8.h). A run
  * only calls kernels; it never allocates.
  *
- * Threads: a conv / fc call is split into fixed pixel ranges (whole tiles)
- * and an add into element ranges, one per task; every output byte is
- * computed by the same arithmetic whatever the split, so results do not
- * depend on the thread count or the batch size. Task t uses scratch slot
- * t, so a pool larger than max_threads just runs max_threads tasks.
+ * A batch runs as passes of the whole graph over a few samples each
+ * (pass_samples), each pass on min(pool threads, max_threads) tasks that
+ * share the nodes' parts (run_pass); task t uses scratch slot t. Every
+ * output byte is computed by the same arithmetic whatever the split, so
+ * results do not depend on the thread count or the batch size. The
+ * reference path (qlm_qexec_force_ref) runs layer by layer on one thread.
  */
 #include "qualm/qgraph.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 struct qlm_qexec {
@@ -31,6 +35,13 @@ struct qlm_qexec {
     uint8_t *scratch;
     qlm_conv_s8_plan *plans; /* [n_nodes]; used for conv / fc nodes */
     qlm_pool *pool;
+    /* the schedule of a threaded pass (see run_pass) */
+    atomic_int next_part;   /* the next part to take, over the whole pass */
+    atomic_int *done;       /* [n_nodes] parts of node i finished */
+    int32_t *parts;         /* [n_nodes] parts node i is split into */
+    int32_t *first;         /* [n_nodes + 1] number of node i's first part */
+    pthread_mutex_t mu;     /* sleeping until a node is done (default */
+    pthread_cond_t cv;      /* attributes: nothing to destroy) */
 };
 
 #define HEAD_BYTES qlm_align_up(sizeof(qlm_qexec))
@@ -62,12 +73,14 @@ static qlm_conv_shape conv_shape(const qlm_qgraph *qg, const qlm_qnode *n, int b
 
 /* Bytes of the parts that do not depend on the batch. */
 typedef struct {
-    size_t plans, packs, slot, total_fixed;
+    size_t plans, sched, packs, slot, total_fixed;
 } layout;
 
 static layout plan_layout(const qlm_qgraph *qg, int max_threads, qlm_s8_impl impl) {
     layout L = {0};
-    L.plans = qlm_align_up(sizeof(qlm_conv_s8_plan) * (size_t)qg->n_nodes);
+    const size_t nn = (size_t)qg->n_nodes;
+    L.plans = qlm_align_up(sizeof(qlm_conv_s8_plan) * nn);
+    L.sched = qlm_align_up(sizeof(atomic_int) * nn) + qlm_align_up(sizeof(int32_t) * (2 * nn + 1));
     for (int i = 1; i < qg->n_nodes; i++) {
         const qlm_qnode *n = &qg->nodes[i];
         if (!has_plan(n)) continue;
@@ -76,7 +89,7 @@ static layout plan_layout(const qlm_qgraph *qg, int max_threads, qlm_s8_impl imp
         const size_t sc = qlm_conv2d_s8_scratch_size(impl, &s);
         if (sc > L.slot) L.slot = sc;
     }
-    L.total_fixed = HEAD_BYTES + L.plans + L.packs + L.slot * (size_t)max_threads;
+    L.total_fixed = HEAD_BYTES + L.plans + L.sched + L.packs + L.slot * (size_t)max_threads;
     return L;
 }
 
@@ -138,15 +151,23 @@ qlm_qexec *qlm_qexec_init_ex(const qlm_qgraph *qg, int max_batch, int max_thread
     uint8_t *base = arena;
     qlm_qexec *x = arena;
     memset(x, 0, sizeof *x);
+    atomic_init(&x->next_part, 0);
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_cond_init(&x->cv, NULL);
     x->qg = qg;
     x->max_batch = max_batch;
     x->impl = impl;
     x->slots = max_threads;
     x->slot_bytes = L.slot;
     x->plans = (qlm_conv_s8_plan *)(base + HEAD_BYTES);
-    x->scratch = base + HEAD_BYTES + L.plans + L.packs;
+    uint8_t *sched = base + HEAD_BYTES + L.plans;
+    x->done = (atomic_int *)sched;
+    for (int i = 0; i < qg->n_nodes; i++) atomic_init(&x->done[i], 0);
+    x->parts = (int32_t *)(sched + qlm_align_up(sizeof(atomic_int) * (size_t)qg->n_nodes));
+    x->first = x->parts + qg->n_nodes;
+    x->scratch = base + HEAD_BYTES + L.plans + L.sched + L.packs;
     x->act = base + L.total_fixed;
-    if (build_plans(x, base + HEAD_BYTES + L.plans, err) != QLM_OK) return NULL;
+    if (build_plans(x, sched + L.sched, err) != QLM_OK) return NULL;
     return x;
 }
 
@@ -172,6 +193,13 @@ static void *tensor(const qlm_qexec *x, int i) {
     return x->act + (size_t)x->max_batch * (size_t)x->qg->nodes[i].arena_off;
 }
 
+/* Tensor i from sample s0 on. */
+static void *tensor_at(const qlm_qexec *x, int i, int s0) {
+    const qlm_qnode *n = &x->qg->nodes[i];
+    return (uint8_t *)tensor(x, i) +
+           (size_t)s0 * (size_t)qlm_qnode_numel(n) * qlm_dtype_size(n->dtype);
+}
+
 float *qlm_qexec_input(qlm_qexec *x) { return tensor(x, 0); }
 const float *qlm_qexec_output(const qlm_qexec *x) {
     return tensor(x, x->qg->n_nodes - 1);
@@ -195,7 +223,7 @@ static qlm_conv_params_s8 conv_params(const qlm_qgraph *qg, const qlm_qnode *n) 
     return p;
 }
 
-static void run_conv(const qlm_qexec *x, const qlm_qnode *n, int b) {
+static void run_conv(const qlm_qexec *x, const qlm_qnode *n, int s0, int b) {
     const qlm_qgraph *qg = x->qg;
     const qlm_qnode *a = &qg->nodes[n->in[0]];
     qlm_conv_shape s = {
@@ -206,8 +234,8 @@ static void run_conv(const qlm_qexec *x, const qlm_qnode *n, int b) {
         .pad_top = n->pad_h, .pad_left = n->pad_w, .groups = n->groups,
     };
     qlm_conv_params_s8 p = conv_params(qg, n);
-    qlm_conv2d_s8_ref(&s, &p, tensor(x, n->in[0]), qg->w8 + n->w_off,
-                      qg->bias + n->b_off, tensor(x, (int)(n - qg->nodes)));
+    qlm_conv2d_s8_ref(&s, &p, tensor_at(x, n->in[0], s0), qg->w8 + n->w_off,
+                      qg->bias + n->b_off, tensor_at(x, (int)(n - qg->nodes), s0));
 }
 
 static qlm_pool_shape pool_shape(const qlm_qnode *a, const qlm_qnode *n, int b) {
@@ -243,17 +271,17 @@ static void maxpool_s8(const qlm_pool_shape *s, const int8_t *x, int8_t *y) {
 }
 
 /* Reference path: the kernels of s8_ref.c, one thread. */
-static void run_node_ref(const qlm_qexec *x, int i, int b) {
+static void run_node_ref(const qlm_qexec *x, int i, int s0, int b) {
     const qlm_qgraph *qg = x->qg;
     const qlm_qnode *n = &qg->nodes[i];
     const qlm_qnode *a = &qg->nodes[n->in[0]];
-    void *y = tensor(x, i), *in = tensor(x, n->in[0]);
+    void *y = tensor_at(x, i, s0), *in = tensor_at(x, n->in[0], s0);
     const int64_t numel = (int64_t)b * qlm_qnode_numel(n);
     switch (n->kind) {
     case QLM_QOP_QUANTIZE:
         qlm_quantize_s8(numel, in, n->scale, n->zero_point, y);
         break;
-    case QLM_QOP_CONV_S8: run_conv(x, n, b); break;
+    case QLM_QOP_CONV_S8: run_conv(x, n, s0, b); break;
     case QLM_QOP_FC_S8: {
         qlm_fc_params_s8 p = conv_params(qg, n);
         qlm_fc_s8_ref(b, (int)qlm_qnode_numel(a), n->c, &p, in,
@@ -263,7 +291,7 @@ static void run_node_ref(const qlm_qexec *x, int i, int b) {
     case QLM_QOP_ADD_S8: {
         qlm_add_params_s8 p = n->add;
         p.rounding = qg->rounding;
-        qlm_add_s8_ref(numel, &p, in, tensor(x, n->in[1]), y);
+        qlm_add_s8_ref(numel, &p, in, tensor_at(x, n->in[1], s0), y);
         break;
     }
     case QLM_QOP_MEAN_S8: {
@@ -290,95 +318,180 @@ static void run_node_ref(const qlm_qexec *x, int i, int b) {
     }
 }
 
-
 /* ------------------------------------------------------ optimized path */
 
-typedef struct {
-    const qlm_qexec *x;
-    const qlm_conv_s8_plan *pl;
-    const int8_t *in, *in2;
-    int8_t *out;
-    int64_t units;   /* pixels (conv / fc) or elements (add) */
-    int64_t grain;   /* ranges are whole multiples of it */
-    int tasks;
-    const qlm_add_params_s8 *add;
-} par_ctx;
+/*
+ * Threads: one pool call per pass of the graph, not one per node (a pool
+ * wake-up costs microseconds, as much as a small node's work). Node i is
+ * split into parts[i] parts (fixed ranges of whole tiles or element
+ * grains; one part for a node too small to split or without an optimized
+ * kernel), numbered in graph order over the pass. The tasks take the next
+ * part number from a shared counter, wait until the node before it is
+ * done, run it, and count it done. So no task waits for another task to
+ * arrive somewhere, only for parts already being computed, and a thread
+ * that the OS does not run for a while just takes fewer parts. Every byte
+ * is computed by the same arithmetic whatever the split and whoever runs
+ * it, so results do not depend on the thread count.
+ */
 
-/* Task t's range: whole grains, in order, covering [0, units). */
-static void task_range(const par_ctx *c, int t, int64_t *a, int64_t *b) {
-    const int64_t grains = (c->units + c->grain - 1) / c->grain;
-    *a = grains * t / c->tasks * c->grain;
-    *b = grains * (t + 1) / c->tasks * c->grain;
-    if (*a > c->units) *a = c->units;
-    if (*b > c->units) *b = c->units;
+/* Part t of w of [0, units) in whole grains, in order. */
+static void part_range(int64_t units, int64_t grain, int t, int w, int64_t *a,
+                       int64_t *b) {
+    const int64_t grains = (units + grain - 1) / grain;
+    *a = grains * t / w * grain;
+    *b = grains * (t + 1) / w * grain;
+    if (*a > units) *a = units;
+    if (*b > units) *b = units;
 }
 
-static void conv_task(void *ctx, int t, int thread) {
-    (void)thread;
-    const par_ctx *c = ctx;
-    int64_t a, b;
-    task_range(c, t, &a, &b);
-    qlm_conv2d_s8_run(c->pl, c->in, c->out, a, b,
-                      c->x->slot_bytes ? c->x->scratch + (size_t)t * c->x->slot_bytes : NULL);
+/* Parts worth making of `work` multiply-adds (or element operations). */
+static int parts_for(int64_t work, int64_t grains, int w) {
+    if (work < (INT64_C(1) << 16)) return 1;
+    return grains < w ? (int)grains : w;
 }
 
-static void add_task(void *ctx, int t, int thread) {
-    (void)thread;
-    const par_ctx *c = ctx;
-    int64_t a, b;
-    task_range(c, t, &a, &b);
-    if (b > a) qlm_add_s8_opt(c->x->impl, b - a, c->add, c->in + a, c->in2 + a, c->out + a);
-}
-
-/* Tasks for `work` multiply-adds (or element ops) over `grains` grains:
- * a pool wake-up costs some microseconds, so small calls stay on one. */
-static int n_tasks(const qlm_qexec *x, int64_t work, int64_t grains) {
-    int t = qlm_pool_threads(x->pool);
-    if (t > x->slots) t = x->slots;
-    if (work < (INT64_C(1) << 17)) t = 1;
-    if (t > grains) t = (int)grains;
-    return t < 1 ? 1 : t;
-}
-
-static void run(const qlm_qexec *x, par_ctx *c, qlm_task_fn fn) {
-    if (c->tasks == 1) fn(c, 0, 0);
-    else qlm_pool_run(x->pool, c->tasks, fn, c);
-}
-
-static void run_node_opt(const qlm_qexec *x, int i, int b) {
-    const qlm_qgraph *qg = x->qg;
-    const qlm_qnode *n = &qg->nodes[i];
-    par_ctx c = {.x = x, .in = tensor(x, n->in[0]), .out = tensor(x, i)};
+static int node_parts(const qlm_qexec *x, int i, int b, int w) {
+    const qlm_qnode *n = &x->qg->nodes[i];
     if (has_plan(n)) {
         const qlm_conv_s8_plan *pl = &x->plans[i];
-        c.pl = pl;
-        c.units = (int64_t)b * pl->s.out_h * pl->s.out_w;
-        c.grain = TILE;
-        const int64_t work = c.units * pl->s.out_c * pl->s.k_h * pl->s.k_w *
-                             (pl->s.in_c / pl->s.groups);
-        c.tasks = n_tasks(x, work, (c.units + TILE - 1) / TILE);
-        run(x, &c, conv_task);
+        const int64_t units = (int64_t)b * pl->s.out_h * pl->s.out_w;
+        return parts_for(units * pl->s.out_c * pl->s.k_h * pl->s.k_w *
+                             (pl->s.in_c / pl->s.groups),
+                         (units + TILE - 1) / TILE, w);
+    }
+    if (n->kind == QLM_QOP_ADD_S8) {
+        const int64_t units = (int64_t)b * qlm_qnode_numel(n);
+        return parts_for(units * 16, (units + 63) / 64, w);
+    }
+    return 1;
+}
+
+/* Part t of `parts` of node i over samples [s0, s0 + b), scratch slot. */
+static void run_node_part(const qlm_qexec *x, int i, int s0, int b, int t,
+                          int parts, int slot) {
+    const qlm_qgraph *qg = x->qg;
+    const qlm_qnode *n = &qg->nodes[i];
+    const int8_t *in = tensor_at(x, n->in[0], s0);
+    int8_t *out = tensor_at(x, i, s0);
+    int64_t lo, hi;
+    if (has_plan(n)) {
+        const qlm_conv_s8_plan *pl = &x->plans[i];
+        part_range((int64_t)b * pl->s.out_h * pl->s.out_w, TILE, t, parts, &lo, &hi);
+        qlm_conv2d_s8_run(pl, in, out, lo, hi,
+                          x->slot_bytes ? x->scratch + (size_t)slot * x->slot_bytes : NULL);
     } else if (n->kind == QLM_QOP_ADD_S8) {
         qlm_add_params_s8 p = n->add;
         p.rounding = qg->rounding;
-        c.add = &p;
-        c.in2 = tensor(x, n->in[1]);
-        c.units = (int64_t)b * qlm_qnode_numel(n);
-        c.grain = 64;
-        c.tasks = n_tasks(x, c.units * 16, (c.units + 63) / 64);
-        run(x, &c, add_task);
+        part_range((int64_t)b * qlm_qnode_numel(n), 64, t, parts, &lo, &hi);
+        const int8_t *in2 = tensor_at(x, n->in[1], s0);
+        if (hi > lo) qlm_add_s8_opt(x->impl, hi - lo, &p, in + lo, in2 + lo, out + lo);
     } else {
-        run_node_ref(x, i, b);
+        run_node_ref(x, i, s0, b);
     }
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static bool node_done(qlm_qexec *x, int i) {
+    return atomic_load_explicit(&x->done[i], memory_order_acquire) == x->parts[i];
+}
+
+/* Wait until node i is done: spin a little (on an idle machine the parts
+ * of a node end microseconds apart), then sleep (on a busy one the thread
+ * finishing it may not be running). Completion is announced under the
+ * mutex, so a check under the mutex cannot miss the broadcast. */
+static void wait_node(qlm_qexec *x, int i) {
+    for (int spin = 0; spin < 1000; spin++) {
+        if (node_done(x, i)) return;
+        cpu_relax();
+    }
+    pthread_mutex_lock(&x->mu);
+    while (!node_done(x, i)) pthread_cond_wait(&x->cv, &x->mu);
+    pthread_mutex_unlock(&x->mu);
+}
+
+static void finish_part(qlm_qexec *x, int i) {
+    if (atomic_fetch_add_explicit(&x->done[i], 1, memory_order_acq_rel) + 1 == x->parts[i]) {
+        pthread_mutex_lock(&x->mu);
+        pthread_cond_broadcast(&x->cv);
+        pthread_mutex_unlock(&x->mu);
+    }
+}
+
+typedef struct {
+    qlm_qexec *x;
+    int s0, b;
+} pass_ctx;
+
+static void pass_task(void *ctx, int t, int thread) {
+    (void)thread;
+    const pass_ctx *c = ctx;
+    qlm_qexec *x = c->x;
+    const int nn = x->qg->n_nodes, total = x->first[nn];
+    int i = 1;
+    for (;;) {
+        const int p = atomic_fetch_add_explicit(&x->next_part, 1, memory_order_relaxed);
+        if (p >= total) return;
+        while (p >= x->first[i + 1]) i++; /* part numbers only grow */
+        if (i > 1) wait_node(x, i - 1); /* node i-1 waited for i-2, ... */
+        run_node_part(x, i, c->s0, c->b, p - x->first[i], x->parts[i], t);
+        finish_part(x, i);
+    }
+}
+
+static void run_pass(qlm_qexec *x, int s0, int b) {
+    int w = qlm_pool_threads(x->pool);
+    if (w > x->slots) w = x->slots;
+    const int nn = x->qg->n_nodes;
+    if (w <= 1) {
+        for (int i = 1; i < nn; i++) run_node_part(x, i, s0, b, 0, 1, 0);
+        return;
+    }
+    x->first[0] = x->first[1] = 0; /* node 0 (the float input) has no parts */
+    x->parts[0] = 0;
+    for (int i = 1; i < nn; i++) {
+        x->parts[i] = node_parts(x, i, b, w);
+        x->first[i + 1] = x->first[i] + x->parts[i];
+        atomic_store_explicit(&x->done[i], 0, memory_order_relaxed);
+    }
+    atomic_store_explicit(&x->next_part, 0, memory_order_relaxed);
+    pass_ctx c = {x, s0, b};
+    qlm_pool_run(x->pool, w, pass_task, &c); /* task t uses scratch slot t */
+}
+
+/*
+ * Samples per pass of the optimized path. A batch runs as consecutive
+ * passes of the whole graph over a few samples each, so that a pass's
+ * activations stay in the L2 cache (a layer-by-layer sweep over 256
+ * samples streams every tensor through memory). Sample results do not
+ * depend on the split. Passes may run in place: an intermediate tensor
+ * is written and read within one pass, and the tensors kept after a run
+ * (input, int8 input and output, float output) overlap no other tensor.
+ */
+#define PASS_BYTES (384 * 1024)
+
+static int pass_samples(const qlm_qexec *x) {
+    const int64_t per = x->qg->arena_per_sample;
+    const int64_t k = PASS_BYTES / (per > 0 ? per : 1);
+    return k < 1 ? 1 : (k > x->max_batch ? x->max_batch : (int)k);
 }
 
 qlm_status qlm_qforward(qlm_qexec *x, int n, qlm_err *err) {
     if (!x || n < 1 || n > x->max_batch)
         return qlm_err_set(err, QLM_ERR_ARG, "qforward: batch %d outside [1, %d]",
                            n, x ? x->max_batch : 0);
-    for (int i = 1; i < x->qg->n_nodes; i++) {
-        if (x->force_ref) run_node_ref(x, i, n);
-        else run_node_opt(x, i, n);
+    if (x->force_ref) { /* whole batch, layer by layer: the plainest order */
+        for (int i = 1; i < x->qg->n_nodes; i++) run_node_ref(x, i, 0, n);
+        return QLM_OK;
+    }
+    const int k = pass_samples(x);
+    for (int s0 = 0; s0 < n; s0 += k) {
+        const int b = n - s0 < k ? n - s0 : k;
+        run_pass(x, s0, b);
     }
     return QLM_OK;
 }
