@@ -9,8 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "harness.h"
+#include "qualm/models.h"
+#include "qualm/qlmfile.h"
+#include "qualm/qmodes.h"
 #include "qualm/uq.h"
+#include "qualm/uqhead.h"
 
 /* ------------------------------------------------------ reference file */
 
@@ -467,6 +473,146 @@ static void test_aggregate(void) {
     free(shape), free(p), free(mean), free(h), free(eh), free(mi);
 }
 
+/* ------------------------------------------------------------ UE heads */
+
+static bool same_apply(const qlm_uqhead *a, const qlm_uqhead *b, int64_t n, const float *out,
+                       int dim, const float *feat, int fd) {
+    double pa[64 * 10], pb[64 * 10], sa[64 * 3], sb[64 * 3];
+    qlm_err err;
+    int ns = 0;
+    while (qlm_uqhead_score_names(a)[ns]) ns++;
+    if (qlm_uqhead_apply(a, n, out, dim, feat, fd, pa, sa, &err) != QLM_OK ||
+        qlm_uqhead_apply(b, n, out, dim, feat, fd, pb, sb, &err) != QLM_OK) {
+        fprintf(stderr, "apply: %s\n", err.msg);
+        return false;
+    }
+    return memcmp(pa, pb, sizeof(double) * (size_t)(n * 10)) == 0 &&
+           memcmp(sa, sb, sizeof(double) * (size_t)(n * ns)) == 0;
+}
+
+/* Every method's head survives attach + load bit for bit, in float and fp16 files. */
+static void test_uqhead_files(void) {
+    char fpath[256], hpath[256];
+    snprintf(fpath, sizeof fpath, "/tmp/qlm_test_uq_%d.qlm", (int)getpid());
+    snprintf(hpath, sizeof hpath, "/tmp/qlm_test_uq_%d_fp16.qlm", (int)getpid());
+    qlm_graph *g = NULL;
+    qlm_err err;
+    qlm_model_opts o = qlm_model_opts_default();
+    CHECK(qlm_model_build("resnet8", 8, 8, 1, 10, &o, &g, &err) == QLM_OK);
+    qlm_rng rng;
+    qlm_rng_seed(&rng, 1, 1);
+    qlm_graph_init_params(g, &rng);
+    CHECK(qlm_file_save(fpath, g, NULL, &err) == QLM_OK);
+    qlm_mgraph *mg = NULL;
+    CHECK(qlm_mgraph_build(g, QLM_QMODE_FP16, &mg, &err) == QLM_OK);
+    CHECK(qlm_mfile_save(hpath, mg, &err) == QLM_OK);
+    qlm_mgraph_free(mg);
+    enum { N = 12, E = 3, D = 4 };
+    float out[N * 10 * E], feat[N * D];
+    qlm_test_fill(out, N * 10 * E, 5, -3, 3);
+    qlm_test_fill(feat, N * D, 6, -1, 1);
+    float f[40 * D];
+    int32_t y[40];
+    qlm_test_fill(f, 40 * D, 7, -1, 1);
+    for (int i = 0; i < 40; i++) y[i] = i % 10;
+    for (int m = 0; m < QLM_UQ_METHOD_COUNT; m++) {
+        qlm_uqhead_spec s = qlm_uqhead_spec_default((qlm_uq_method)m, 10);
+        if (m == QLM_UQ_DDU) snprintf(s.feature_node, sizeof s.feature_node, "pool");
+        if (m == QLM_UQ_EDL) s.evidence = QLM_EDL_SOFTPLUS;
+        if (m == QLM_UQ_TEMPERATURE) s.temperature = 1.7;
+        qlm_uqhead *h = NULL, *l = NULL, *l2 = NULL;
+        CHECK(qlm_uqhead_new(&s, &h, &err) == QLM_OK);
+        if (m == QLM_UQ_DUQ) CHECK(qlm_uqhead_init_duq(h, E, 0.3, 0.99, &rng, &err) == QLM_OK);
+        if (m == QLM_UQ_DDU) {
+            CHECK(qlm_uqhead_init_gda(h, D, &err) == QLM_OK);
+            CHECK(qlm_gda_fit(qlm_uqhead_gda(h), 40, f, y, &err) == QLM_OK);
+        }
+        CHECK(qlm_uqhead_attach(fpath, h, NULL, &err) == QLM_OK);
+        CHECK(qlm_uqhead_attach(hpath, h, NULL, &err) == QLM_OK);
+        CHECK_MSG(qlm_uqhead_load(fpath, &l, &err) == QLM_OK, "%s", err.msg);
+        CHECK_MSG(qlm_uqhead_load(hpath, &l2, &err) == QLM_OK, "%s", err.msg);
+        if (!l || !l2) continue;
+        CHECK(qlm_uqhead_method(l) == (qlm_uq_method)m && qlm_uqhead_classes(l) == 10);
+        CHECK((qlm_uqhead_feature_node(l) != NULL) == (m == QLM_UQ_DDU));
+        int dim = m == QLM_UQ_DUQ ? 10 * E : m >= QLM_UQ_MCDROPOUT ? 30 : 10;
+        CHECK_MSG(same_apply(h, l, N, out, dim, feat, D), "method %s", qlm_uq_method_name(m));
+        CHECK_MSG(same_apply(h, l2, N, out, dim, feat, D), "method %s (fp16 file)",
+                  qlm_uq_method_name(m));
+        qlm_uqhead_free(h), qlm_uqhead_free(l), qlm_uqhead_free(l2);
+    }
+    /* the model files still load, and hold one UQHD / method key each */
+    qlm_graph *g2 = NULL;
+    CHECK(qlm_file_load(fpath, &g2, NULL, &err) == QLM_OK);
+    CHECK(g2 && g2->n_params == g->n_params &&
+          memcmp(g2->params, g->params, sizeof(float) * (size_t)g->n_params) == 0);
+    qlm_graph_free(g2);
+    qlm_mgraph *m2 = NULL;
+    CHECK(qlm_mfile_load(hpath, &m2, &err) == QLM_OK);
+    qlm_mgraph_free(m2);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CHECK(qlm_read_file(fpath, &buf, &len, &err) == QLM_OK);
+    int meth = 0, uqhd = 0;
+    for (size_t i = 0; i + 7 < len; i++) {
+        meth += memcmp(buf + i, "method=", 7) == 0;
+        uqhd += memcmp(buf + i, "UQHD", 4) == 0;
+    }
+    CHECK(meth == 1 && uqhd == 1);
+    /* a flipped byte is caught by the CRC, a NaN in the head by the loader */
+    qlm_uqhead *l = NULL;
+    buf[len / 2] ^= 0x40;
+    CHECK(qlm_write_atomic(fpath, buf, len, &err) == QLM_OK);
+    CHECK(qlm_uqhead_load(fpath, &l, &err) == QLM_ERR_FORMAT && strstr(err.msg, fpath));
+    free(buf);
+    unlink(fpath);
+    unlink(hpath);
+    qlm_graph_free(g);
+}
+
+/* apply against the functions it wraps */
+static void test_uqhead_apply(void) {
+    enum { N = 5, K = 4 };
+    float z[N * 2 * K];
+    qlm_test_fill(z, N * 2 * K, 9, -4, 4);
+    qlm_err err;
+    qlm_uqhead *h = NULL;
+    qlm_uqhead_spec s = qlm_uqhead_spec_default(QLM_UQ_TEMPERATURE, K);
+    s.temperature = 2.0;
+    CHECK(qlm_uqhead_new(&s, &h, &err) == QLM_OK);
+    double p[N * K], sc[N * 3], q[N * K], mp[N], en[N], mg[N];
+    CHECK(qlm_uqhead_apply(h, N, z, K, NULL, 0, p, sc, &err) == QLM_OK);
+    qlm_uq_softmax(N, K, z, 2.0, q, mp, en, mg, &err);
+    for (int i = 0; i < N; i++) {
+        CHECK(sc[3 * i] == en[i] && sc[3 * i + 1] == mp[i] && sc[3 * i + 2] == mg[i]);
+        for (int j = 0; j < K; j++) CHECK(p[i * K + j] == q[i * K + j]);
+    }
+    CHECK(qlm_uqhead_apply(h, N, z, K + 1, NULL, 0, p, sc, &err) == QLM_ERR_SHAPE);
+    qlm_uqhead_free(h);
+    /* mcdropout: two passes side by side = the aggregator on their softmaxes */
+    s = qlm_uqhead_spec_default(QLM_UQ_MCDROPOUT, K);
+    CHECK(qlm_uqhead_new(&s, &h, &err) == QLM_OK);
+    CHECK(qlm_uqhead_apply(h, N, z, 2 * K, NULL, 0, p, sc, &err) == QLM_OK);
+    double pp[2 * N * K], mean[N * K], H[N], EH[N], MI[N];
+    float zs[N * K];
+    for (int t = 0; t < 2; t++) {
+        for (int i = 0; i < N; i++) memcpy(zs + i * K, z + (i * 2 + t) * K, sizeof(float) * K);
+        qlm_uq_softmax(N, K, zs, 1.0, pp + t * N * K, NULL, NULL, NULL, &err);
+    }
+    qlm_uq_aggregate(N, 2, K, pp, mean, H, EH, MI, &err);
+    for (int i = 0; i < N; i++) {
+        CHECK(sc[3 * i] == H[i] && sc[3 * i + 1] == MI[i] && sc[3 * i + 2] == EH[i]);
+        CHECK(p[i * K] == mean[i * K]);
+    }
+    qlm_uqhead_free(h);
+    /* ddu without features: probabilities only */
+    s = qlm_uqhead_spec_default(QLM_UQ_DDU, K);
+    snprintf(s.feature_node, sizeof s.feature_node, "f");
+    CHECK(qlm_uqhead_new(&s, &h, &err) == QLM_OK && qlm_uqhead_init_gda(h, 2, &err) == QLM_OK);
+    CHECK(qlm_uqhead_apply(h, N, z, K, NULL, 0, p, NULL, &err) == QLM_OK);
+    CHECK(qlm_uqhead_apply(h, N, z, K, NULL, 0, p, sc, &err) == QLM_ERR_ARG);
+    qlm_uqhead_free(h);
+}
+
 int main(void) {
     ref_load();
     RUN(test_special);
@@ -480,6 +626,8 @@ int main(void) {
     RUN(test_temperature);
     RUN(test_gda);
     RUN(test_aggregate);
+    RUN(test_uqhead_files);
+    RUN(test_uqhead_apply);
     free(ref_text);
     return qlm_test_finish();
 }
