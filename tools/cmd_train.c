@@ -35,20 +35,20 @@ int cmd_train(int argc, char **argv) {
         {"threads", OPT_INT, &c.threads, "T", "threads", NULL, 1, 256},
         {"out", OPT_STR, &c.out, "FILE.qlm", "output model; rewritten atomically after every epoch (qat: the int8 model, written at the end)", NULL, 0, 0},
         {"resume", OPT_FLAG, &c.resume, "", "continue from the checkpoint (--out, or --ckpt with qat) if it exists", NULL, 0, 0},
-        {"method", OPT_STR, &method, "NAME", "UE method: its loss and the head stored in the model (docs/uq.md); ensemble and tta train as softmax", "softmax|temperature|edl|duq|ddu|mcdropout|ensemble|tta", 0, 0},
-        {"edl-loss", OPT_STR, &edl_loss, "KIND", "edl: data loss (Sensoy 2018 eq. 5, 3, 4), KL weight min(1, epoch/10)", "mse|log|digamma", 0, 0},
+        {"method", OPT_STR, &method, "NAME", "UE method: loss + stored head (docs/uq.md)", "softmax|temperature|edl|duq|ddu|mcdropout|ensemble|tta", 0, 0},
+        {"edl-loss", OPT_STR, &edl_loss, "KIND", "edl: data loss", "mse|log|digamma", 0, 0},
         {"evidence", OPT_STR, &evidence, "FN", "edl: evidence function", "relu|softplus|exp", 0, 0},
         {"duq-sigma", OPT_FLOAT, &duq_sigma, "X", "duq: RBF length scale", NULL, 1e-6, 1e6},
         {"duq-gamma", OPT_FLOAT, &duq_gamma, "X", "duq: centroid EMA momentum", NULL, 1e-6, 0.999999},
-        {"duq-embed", OPT_INT, &c.duq_embed, "N", "duq: embedding size (0 = the feature size)", NULL, 0, 65536},
-        {"sn-coeff", OPT_FLOAT, &sn_coeff, "X", "duq, ddu: spectral norm bound, W / max(1, sigma / X) (0 = plain W / sigma)", NULL, 0, 1e6},
-        {"no-sn", OPT_FLAG, &c.no_sn, "", "duq, ddu: no spectral normalization of the backbone", NULL, 0, 0},
-        {"mc-samples", OPT_INT, &c.mc_samples, "N", "mcdropout / tta / ensemble: passes stored in the head (0 = 20 / 8 / 5)", NULL, 0, 100000},
-        {"lr-steps", OPT_STR, &lr_steps, "E1,E2", "step schedule instead of cosine: lr x --lr-step-factor at these epochs (DUQ paper: 10,20)", NULL, 0, 0},
+        {"duq-embed", OPT_INT, &c.duq_embed, "N", "duq: embedding size (0: feature size)", NULL, 0, 65536},
+        {"sn-coeff", OPT_FLOAT, &sn_coeff, "X", "duq, ddu: SN bound W/max(1, sigma/X); 0: W/sigma", NULL, 0, 1e6},
+        {"no-sn", OPT_FLAG, &c.no_sn, "", "duq, ddu: no spectral normalization", NULL, 0, 0},
+        {"mc-samples", OPT_INT, &c.mc_samples, "N", "mcdropout/tta/ensemble passes in the head (0: 20/8/5)", NULL, 0, 100000},
+        {"lr-steps", OPT_STR, &lr_steps, "E1,E2", "lr x --lr-step-factor at these epochs, not cosine", NULL, 0, 0},
         {"lr-step-factor", OPT_FLOAT, &c.lr_step_factor, "X", "factor of --lr-steps", NULL, 1e-6, 1},
         {"no-augment", OPT_FLAG, &c.no_augment, "", "no random crop / flip", NULL, 0, 0},
-        {"quant", OPT_STR, &quant, "MODE", "with --from: qat = quantization-aware fine-tuning, none = its float control (same schedule, no fake quantization); lr 0.01; epochs: --profile quick 1, full 5, else 2", "none|qat", 0, 0},
-        {"from", OPT_STR, &c.qat_from, "FLOAT.qlm", "qat / float control: the trained float model to fine-tune (its UE method and head carry over)", NULL, 0, 0},
+        {"quant", OPT_STR, &quant, "MODE", "with --from: qat, or none = float control", "none|qat", 0, 0},
+        {"from", OPT_STR, &c.qat_from, "FLOAT.qlm", "qat / float control: the float model to fine-tune", NULL, 0, 0},
         {"ckpt", OPT_STR, &c.ckpt, "FILE.qlm", "qat: per-epoch checkpoint of the QAT graph (default: <out>.ckpt)", NULL, 0, 0},
         {"freeze-bn-epoch", OPT_INT, &c.freeze_bn_epoch, "E", "qat: batch statistics for the first E epochs, then frozen BN and ranges (-1: the last epoch frozen)", NULL, -1, 100000},
         {"max-train", OPT_INT, &max_train, "N", "use only the first N training images (0 = all; for tests)", NULL, 0, 1e9},
@@ -63,15 +63,11 @@ int cmd_train(int argc, char **argv) {
         "lr 0.1 cosine to 0), random-crop (pad 2) and flip augmentation, the last 5000\n"
         "training images held out for validation. A checkpoint is written after every\n"
         "epoch; --resume continues a killed run and ends with the same weights.\n"
-        "--method picks the UE method (loss and head, docs/uq.md); the head is stored\n"
-        "in the .qlm (META method=, section UQHD).\n"
         "With --quant qat --from FLOAT.qlm: fine-tune the float model with fake\n"
         "quantization where the int8 graph rounds and batch norm folded into the\n"
         "convs, checkpoint the QAT graph to --ckpt each epoch, and at the end write\n"
-        "the int8 model (the input of qualm eval) to --out. With --quant none --from\n"
-        "FLOAT.qlm: the float control, the same fine-tuning without fake quantization,\n"
-        "written as a float model to --out. With --profile, both use protocol.md's\n"
-        "schedule: quick 1 epoch, full 5, batch norm frozen for the last half.",
+        "the int8 model (the input of qualm eval) to --out. --quant none: the float\n"
+        "control, no fake quantization. --profile: quick 1, full 5 epochs (docs/cli.md).",
         opts, (int)(sizeof opts / sizeof *opts), NULL};
     int rc = cli_parse(&cmd, argc, argv, NULL);
     if (rc >= 0) return rc;
@@ -82,6 +78,13 @@ int cmd_train(int argc, char **argv) {
     const bool qat = strcmp(quant, "qat") == 0;
     if (qat && !c.qat_from) {
         fprintf(stderr, "qualm train: --quant qat needs --from FLOAT.qlm (see qualm train --help)\n");
+        return EXIT_USAGE;
+    }
+    bool quant_given = false;
+    for (int i = 1; i < argc; i++)
+        quant_given |= strcmp(argv[i], "--quant") == 0 || strncmp(argv[i], "--quant=", 8) == 0;
+    if (c.qat_from && !quant_given) { /* fine-tuning says which kind it is */
+        fprintf(stderr, "qualm train: --from needs --quant qat (QAT) or --quant none (the float control)\n");
         return EXIT_USAGE;
     }
     c.float_control = c.qat_from && !qat;

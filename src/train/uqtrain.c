@@ -255,7 +255,9 @@ qlm_status qlm__uq_resume(qlm__uqtrain *u, const char *ckpt, const qlm_graph *g,
     qlm_status st = qlm_uqhead_load(ckpt, &h, err);
     if (st != QLM_OK) return st;
     qlm_uq_method m = qlm_uqhead_method(h);
-    bool unfitted = m == QLM_UQ_SOFTMAX && fitted_later(u->method);
+    /* no head stored: plain softmax runs, and ddu / temperature before their fit */
+    bool unfitted = m == QLM_UQ_SOFTMAX && (fitted_later(u->method) ||
+                                            (u->method == QLM_UQ_SOFTMAX && !qlm_uqhead_classes(h)));
     if (!unfitted && (m != u->method || qlm_uqhead_classes(h) != qlm_uqhead_classes(u->head))) {
         st = qlm_err_set(err, QLM_ERR_ARG, "%s: was trained with method %s (%d classes), not "
                          "%s; resume with the same", ckpt, qlm_uq_method_name(m),
