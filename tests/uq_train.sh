@@ -59,6 +59,8 @@ has_method "$tmp/edl.qat.qlm" edl || { echo "FAIL: QAT model lacks the edl head"
 has_method "$tmp/edl.ctl.qlm" edl || { echo "FAIL: control model lacks the edl head"; exit 1; }
 grep -aq "dtype=f32" "$tmp/edl.ctl.qlm" || { echo "FAIL: the control is not a float model"; exit 1; }
 "$QUALM" info "$tmp/edl.ctl.qlm" >/dev/null
+"$QUALM" train --quant qat --from "$tmp/duq.qlm" --out "$tmp/duq.qat.qlm" "${ft[@]}" >/dev/null
+has_method "$tmp/duq.qat.qlm" duq || { echo "FAIL: QAT model lacks the duq head"; exit 1; }
 pass=$((pass + 1))
 
 if "$QUALM" train "${common[@]}" --method bogus --out "$tmp/x.qlm" 2>"$tmp/err"; then

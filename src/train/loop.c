@@ -179,11 +179,17 @@ static qlm_status qat_model(const qlm_train_config *c, train_run *r, qlm_err *er
     const qlm_dataset *d = r->train;
     const qlm_node *in = &fg->nodes[0];
     const int k = (int)qlm_node_numel(&fg->nodes[qlm_graph_output(fg)]);
-    if (in->h != d->h || in->w != d->w || in->c != d->c || k != d->n_classes)
+    /* a DUQ graph ends with K x e embeddings */
+    qlm_uqhead *h = NULL;
+    if (st == QLM_OK) st = qlm_uqhead_load(c->qat_from, &h, err);
+    const qlm_duq *duq = h ? qlm_uqhead_duq(h) : NULL;
+    const int want = duq ? d->n_classes * duq->e : d->n_classes;
+    qlm_uqhead_free(h);
+    if (st == QLM_OK && (in->h != d->h || in->w != d->w || in->c != d->c || k != want))
         st = qlm_err_set(err, QLM_ERR_SHAPE, "%s: takes %dx%dx%d inputs to %d classes, "
                          "the data is %dx%dx%d to %d", c->qat_from, (int)in->h, (int)in->w,
                          (int)in->c, k, (int)d->h, (int)d->w, (int)d->c, (int)d->n_classes);
-    else if (qlm_qat_is_qat(fg))
+    else if (st == QLM_OK && qlm_qat_is_qat(fg))
         st = qlm_err_set(err, QLM_ERR_ARG, "%s: is a QAT checkpoint; pass the float model "
                          "(or --resume with this file as --ckpt)", c->qat_from);
     qlm_qat_opts o = qlm_qat_opts_default();
