@@ -507,6 +507,10 @@ static void test_uqhead_files(void) {
     CHECK(qlm_mgraph_build(g, QLM_QMODE_FP16, &mg, &err) == QLM_OK);
     CHECK(qlm_mfile_save(hpath, mg, &err) == QLM_OK);
     qlm_mgraph_free(mg);
+    qlm_uqhead *plain = NULL; /* no method yet: softmax over the graph's 10 outputs */
+    CHECK(qlm_uqhead_load(hpath, &plain, &err) == QLM_OK && plain &&
+          qlm_uqhead_method(plain) == QLM_UQ_SOFTMAX && qlm_uqhead_classes(plain) == 10);
+    qlm_uqhead_free(plain);
     enum { N = 12, E = 3, D = 4 };
     float out[N * 10 * E], feat[N * D];
     qlm_test_fill(out, N * 10 * E, 5, -3, 3);

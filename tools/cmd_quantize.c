@@ -40,7 +40,7 @@ static qlm_status calib_images(const char *data, const char *dir, int n,
 static qlm_status carry_head(const char *in_path, const char *out_path, qlm_err *err) {
     qlm_uqhead *h = NULL;
     qlm_status st = qlm_uqhead_load(in_path, &h, err);
-    if (st == QLM_OK && qlm_uqhead_classes(h) > 0) {
+    if (st == QLM_OK && qlm_uqhead_method(h) != QLM_UQ_SOFTMAX) {
         st = qlm_uqhead_attach(out_path, h, NULL, err);
         if (st == QLM_OK)
             printf("%s: carries the %s head of %s\n", out_path,

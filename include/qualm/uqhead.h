@@ -36,7 +36,7 @@ typedef struct qlm_uqhead qlm_uqhead;
 qlm_status qlm_uqhead_load(const char *path, qlm_uqhead **out, qlm_err *err);
 void qlm_uqhead_free(qlm_uqhead *h);
 qlm_uq_method qlm_uqhead_method(const qlm_uqhead *h);
-/** K; 0 for a softmax head read from a file without a UQHD section (any K). */
+/** K (a file without UQHD: the model's output count, read from the graph). */
 int qlm_uqhead_classes(const qlm_uqhead *h);
 /** DDU: the graph node whose output the class Gaussians model; else NULL. */
 const char *qlm_uqhead_feature_node(const qlm_uqhead *h);
@@ -97,7 +97,7 @@ typedef struct {
  */
 qlm_status qlm_uqhead_attach(const char *path, const qlm_uqhead *h,
                              const qlm_uqhead_extra *extra, qlm_err *err);
-/** Copy the head of src (if it has a method other than plain softmax) into dst. */
+/** Copy the head of src into dst unless it is plain softmax (nothing to carry). */
 qlm_status qlm_uqhead_copy(const char *src, const char *dst, qlm_err *err);
 /**
  * The payload of section tag of a .qlm file (malloc'ed into *data, free it),

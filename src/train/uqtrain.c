@@ -238,11 +238,6 @@ qlm_status qlm__uq_from_parent(qlm__uqtrain *u, const qlm_train_config *c, int k
     qlm_status st = qlm_uqhead_load(c->qat_from, &u->head, err);
     if (st != QLM_OK) return st;
     u->method = qlm_uqhead_method(u->head);
-    if (qlm_uqhead_classes(u->head) == 0) { /* plain softmax file */
-        qlm_uqhead_free(u->head);
-        qlm_uqhead_spec s = qlm_uqhead_spec_default(QLM_UQ_SOFTMAX, k);
-        return qlm_uqhead_new(&s, &u->head, err);
-    }
     if (qlm_uqhead_classes(u->head) != k)
         return qlm_err_set(err, QLM_ERR_SHAPE, "%s: head of %d classes, data has %d",
                            c->qat_from, qlm_uqhead_classes(u->head), k);
@@ -256,8 +251,7 @@ qlm_status qlm__uq_resume(qlm__uqtrain *u, const char *ckpt, const qlm_graph *g,
     if (st != QLM_OK) return st;
     qlm_uq_method m = qlm_uqhead_method(h);
     /* no head stored: plain softmax runs, and ddu / temperature before their fit */
-    bool unfitted = m == QLM_UQ_SOFTMAX && (fitted_later(u->method) ||
-                                            (u->method == QLM_UQ_SOFTMAX && !qlm_uqhead_classes(h)));
+    bool unfitted = m == QLM_UQ_SOFTMAX && (fitted_later(u->method) || u->method == QLM_UQ_SOFTMAX);
     if (!unfitted && (m != u->method || qlm_uqhead_classes(h) != qlm_uqhead_classes(u->head))) {
         st = qlm_err_set(err, QLM_ERR_ARG, "%s: was trained with method %s (%d classes), not "
                          "%s; resume with the same", ckpt, qlm_uq_method_name(m),

@@ -26,6 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qualm/qgraph.h"
+#include "qualm/qlmfile.h"
+#include "qualm/qmodes.h"
 #include "uq_internal.h"
 
 #define HEADER_BYTES 64u
@@ -447,6 +450,37 @@ static qlm_status load_values(qlm_uqhead *h, const uint8_t *p, uint64_t len, dou
 
 /* ----------------------------------------------------------- file I/O */
 
+/* Outputs per sample of the model in path, whatever its kind (plain softmax files). */
+static qlm_status model_outputs(const char *path, int *k, qlm_err *err) {
+    qlm_qfile_kind kind;
+    qlm_status st = qlm_qfile_probe(path, &kind, err);
+    if (st != QLM_OK) return st;
+    int64_t n = 0;
+    if (kind == QLM_QFILE_INT8) {
+        qlm_qgraph *q = NULL;
+        if ((st = qlm_qfile_load(path, &q, err)) == QLM_OK) {
+            const qlm_qnode *o = &q->nodes[q->n_nodes - 1];
+            n = (int64_t)o->h * o->w * o->c;
+        }
+        qlm_qgraph_free(q);
+    } else if (kind == QLM_QFILE_FLOAT) {
+        qlm_graph *g = NULL;
+        if ((st = qlm_file_load(path, &g, NULL, err)) == QLM_OK)
+            n = qlm_node_numel(&g->nodes[qlm_graph_output(g)]);
+        qlm_graph_free(g);
+    } else {
+        qlm_mgraph *m = NULL;
+        if ((st = qlm_mfile_load(path, &m, err)) == QLM_OK)
+            n = qlm_node_numel(&m->g->nodes[qlm_graph_output(m->g)]);
+        qlm_mgraph_free(m);
+    }
+    if (st == QLM_OK && (n < 1 || n > MAX_K))
+        st = qlm_err_set(err, QLM_ERR_FORMAT, "%s: %lld outputs is not a class count", path,
+                         (long long)n);
+    *k = (int)n;
+    return st;
+}
+
 qlm_status qlm_uqhead_load(const char *path, qlm_uqhead **out, qlm_err *err) {
     if (!path || !out) return qlm_err_set(err, QLM_ERR_ARG, "qlm_uqhead_load: NULL argument");
     *out = NULL;
@@ -474,7 +508,7 @@ qlm_status qlm_uqhead_load(const char *path, qlm_uqhead **out, qlm_err *err) {
     qlm_err inner = {QLM_OK, ""};
     st = qlm_uqhead_new(&s, &h, &inner);
     if (st) st = qlm_err_set(err, QLM_ERR_FORMAT, "%s: UQHD: %s", path, inner.msg);
-    if (!st && !u) h->s.k = 0; /* plain softmax file: any number of classes */
+    if (!st && !u) st = model_outputs(path, &h->s.k, err); /* plain softmax file */
     if (!st && u) {
         h->dim = dim;
         st = load_values(h, u->p, u->len, sigma, gamma, priors, path, err);
@@ -547,7 +581,7 @@ qlm_status qlm_uqhead_copy(const char *src, const char *dst, qlm_err *err) {
     qlm_uqhead *h = NULL;
     qlm_status st = qlm_uqhead_load(src, &h, err);
     if (st) return st;
-    if (h->s.k > 0) st = qlm_uqhead_attach(dst, h, NULL, err);
+    if (h->s.method != QLM_UQ_SOFTMAX) st = qlm_uqhead_attach(dst, h, NULL, err);
     qlm_uqhead_free(h);
     return st;
 }
