@@ -212,7 +212,7 @@ static qlm_status qat_model(const qlm_train_config *c, train_run *r, qlm_err *er
 static qlm_status init_uq(const qlm_train_config *c, bool resumed, train_run *r, qlm_err *err) {
     const int k = r->train->n_classes;
     qlm_status st = c->qat_from ? qlm__uq_from_parent(&r->uq, c, k, err)
-                                : qlm__uq_setup(&r->uq, c, r->g, k, err);
+                                : qlm__uq_setup(&r->uq, c, r->g, k, !resumed, err);
     if (st == QLM_OK && resumed) st = qlm__uq_resume(&r->uq, r->ckpt, r->g, err);
     return st;
 }

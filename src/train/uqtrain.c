@@ -205,7 +205,7 @@ static bool sn_decode(qlm__uqtrain *u, int64_t n_params, const uint8_t *b, uint6
 static bool fitted_later(qlm_uq_method m) { return m == QLM_UQ_DDU || m == QLM_UQ_TEMPERATURE; }
 
 qlm_status qlm__uq_setup(qlm__uqtrain *u, const qlm_train_config *c, qlm_graph *g, int k,
-                         qlm_err *err) {
+                         bool fresh, qlm_err *err) {
     memset(u, 0, sizeof *u);
     u->method = c->method;
     u->edl_loss = c->edl_loss;
@@ -223,6 +223,11 @@ qlm_status qlm__uq_setup(qlm__uqtrain *u, const qlm_train_config *c, qlm_graph *
         qlm_rng_seed(&rng, c->seed, RNG_STREAM_DUQ);
         int e = (int)(qlm_node_numel(&g->nodes[last]) / k);
         st = qlm_uqhead_init_duq(u->head, e, c->duq_sigma, c->duq_gamma, &rng, err);
+        /* the authors' W (e, K, d) gets Kaiming normal with PyTorch's fan-in K d;
+           the graph's init used d */
+        const qlm_node *h = &g->nodes[last];
+        for (int64_t i = 0; fresh && i < h->n_param; i++)
+            g->params[h->param_off + i] *= (float)(1.0 / sqrt((double)k));
     }
     if (st == QLM_OK && c->method == QLM_UQ_DDU)
         st = qlm_uqhead_init_gda(u->head, (int)qlm_node_numel(&g->nodes[f]), err);

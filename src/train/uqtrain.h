@@ -26,9 +26,12 @@ typedef struct {
 /** The graph of cfg->model for the method: DUQ replaces the head, mcdropout adds dropout. */
 qlm_status qlm__uq_build(const qlm_train_config *c, int h, int w, int ch, int k,
                          qlm_graph **out, qlm_err *err);
-/** Fresh head (and SN state, for duq / ddu) for a newly initialized graph. */
+/**
+ * Fresh head (and SN state, for duq / ddu) for the graph; fresh: g was just
+ * initialized (DUQ then rescales W to the authors' initialization).
+ */
 qlm_status qlm__uq_setup(qlm__uqtrain *u, const qlm_train_config *c, qlm_graph *g, int k,
-                         qlm_err *err);
+                         bool fresh, qlm_err *err);
 /** Fine-tuning: the float model's head, no SN. */
 qlm_status qlm__uq_from_parent(qlm__uqtrain *u, const qlm_train_config *c, int k,
                                qlm_err *err);
