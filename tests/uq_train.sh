@@ -61,6 +61,10 @@ grep -aq "dtype=f32" "$tmp/edl.ctl.qlm" || { echo "FAIL: the control is not a fl
 "$QUALM" info "$tmp/edl.ctl.qlm" >/dev/null
 "$QUALM" train --quant qat --from "$tmp/duq.qlm" --out "$tmp/duq.qat.qlm" "${ft[@]}" >/dev/null
 has_method "$tmp/duq.qat.qlm" duq || { echo "FAIL: QAT model lacks the duq head"; exit 1; }
+if "$QUALM" train --quant qat --from "$tmp/edl.qlm" --method duq --out "$tmp/x.qlm" "${ft[@]}" 2>"$tmp/err" >/dev/null; then
+  echo "FAIL: fine-tuning an edl model as duq was accepted"; exit 1
+fi
+grep -q "method edl" "$tmp/err" || { echo "FAIL: unclear message: $(cat "$tmp/err")"; exit 1; }
 pass=$((pass + 1))
 
 if "$QUALM" train "${common[@]}" --method bogus --out "$tmp/x.qlm" 2>"$tmp/err"; then

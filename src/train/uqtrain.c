@@ -243,6 +243,10 @@ qlm_status qlm__uq_from_parent(qlm__uqtrain *u, const qlm_train_config *c, int k
     qlm_status st = qlm_uqhead_load(c->qat_from, &u->head, err);
     if (st != QLM_OK) return st;
     u->method = qlm_uqhead_method(u->head);
+    if (c->method != QLM_UQ_SOFTMAX && c->method != u->method)
+        return qlm_err_set(err, QLM_ERR_ARG, "%s: was trained with method %s; fine-tuning keeps "
+                           "it (drop --method %s)", c->qat_from, qlm_uq_method_name(u->method),
+                           qlm_uq_method_name(c->method));
     if (qlm_uqhead_classes(u->head) != k)
         return qlm_err_set(err, QLM_ERR_SHAPE, "%s: head of %d classes, data has %d",
                            c->qat_from, qlm_uqhead_classes(u->head), k);
