@@ -4,7 +4,8 @@
 # epoch and resumed end byte-identical to uninterrupted ones (head, centroids
 # and spectral-norm state included); qualm quantize carries the head into
 # int8 / fp16 / dynamic files; QAT and the float control of an EDL model
-# keep its head and follow --profile's schedule.
+# keep its head and follow --profile's schedule; spectral normalization shows
+# in the saved weights (tests/uq_sn_check.py).
 set -euo pipefail
 BUILD=${1:?usage: uq_train.sh BUILD_DIR}
 QUALM="$BUILD/qualm"
@@ -31,6 +32,17 @@ for m in edl duq ddu; do
   "$QUALM" train "${common[@]}" --method "$m" --out "$tmp/$m.stop.qlm" --resume >/dev/null
   cmp "$tmp/$m.qlm" "$tmp/$m.stop.qlm" || { echo "FAIL: $m stop/resume differs"; exit 1; }
 done
+pass=$((pass + 1))
+
+# spectral normalization is in the saved weights: every backbone weight's largest
+# singular value (numpy) within 25 % of the bound (one power iteration per step
+# lags behind W), well above it without SN
+SRC=$(cd "$(dirname "$0")" && pwd)
+"$QUALM" train "${common[@]}" --method ddu --sn-coeff 1 --out "$tmp/ddu1.qlm" >/dev/null
+sn=$(/usr/bin/python3 "$SRC/uq_sn_check.py" "$tmp/ddu1.qlm")
+plain=$(/usr/bin/python3 "$SRC/uq_sn_check.py" "$tmp/softmax.qlm")
+awk -v s="$sn" -v p="$plain" 'BEGIN { exit !(s <= 1.25 && p > 1.5) }' ||
+  { echo "FAIL: largest singular value $sn with SN bound 1, $plain without"; exit 1; }
 pass=$((pass + 1))
 
 if "$QUALM" train "${common[@]}" --method edl --out "$tmp/duq.qlm" --resume 2>"$tmp/err" >/dev/null; then
