@@ -207,7 +207,6 @@ static qlm_status qat_model(const qlm_train_config *c, train_run *r, qlm_err *er
     return st;
 }
 
-/* Fresh model and training state, or the checkpoint's when resuming. */
 /* The method's head and SN state: fresh, the parent's, or the checkpoint's. */
 static qlm_status init_uq(const qlm_train_config *c, bool resumed, train_run *r, qlm_err *err) {
     const int k = r->train->n_classes;
@@ -217,6 +216,7 @@ static qlm_status init_uq(const qlm_train_config *c, bool resumed, train_run *r,
     return st;
 }
 
+/* Fresh model and training state, or the checkpoint's when resuming. */
 static qlm_status init_model(const qlm_train_config *c, int epochs, train_run *r, qlm_err *err) {
     qlm_status st;
     if (c->resume && access(r->ckpt, F_OK) == 0) {
