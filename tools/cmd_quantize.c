@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "qualm/qgraph.h"
 #include "qualm/qmodes.h"
+#include "qualm/uqhead.h"
 
 /* The first n samples of the validation split, normalized, [n][h][w][c]. */
 static qlm_status calib_images(const char *data, const char *dir, int n,
@@ -35,6 +36,20 @@ static qlm_status calib_images(const char *data, const char *dir, int n,
     return QLM_OK;
 }
 
+/* The UE head of the float model (META method, section UQHD) goes along. */
+static qlm_status carry_head(const char *in_path, const char *out_path, qlm_err *err) {
+    qlm_uqhead *h = NULL;
+    qlm_status st = qlm_uqhead_load(in_path, &h, err);
+    if (st == QLM_OK && qlm_uqhead_method(h) != QLM_UQ_SOFTMAX) {
+        st = qlm_uqhead_attach(out_path, h, NULL, err);
+        if (st == QLM_OK)
+            printf("%s: carries the %s head of %s\n", out_path,
+                   qlm_uq_method_name(qlm_uqhead_method(h)), in_path);
+    }
+    qlm_uqhead_free(h);
+    return st;
+}
+
 static qlm_status quantize_ptq(const char *in_path, const char *out_path,
                                qlm_observer_kind kind, const float *x,
                                int64_t n, qlm_err *err) {
@@ -51,6 +66,7 @@ static qlm_status quantize_ptq(const char *in_path, const char *out_path,
     if (st == QLM_OK) st = qlm_ptq_calibrate(f, x, n, 100, kind, NULL, lo, hi, err);
     if (st == QLM_OK) st = qlm_lower(f, lo, hi, &qg, err);
     if (st == QLM_OK) st = qlm_qfile_save(out_path, qg, err);
+    if (st == QLM_OK) st = carry_head(in_path, out_path, err);
     if (st == QLM_OK)
         printf("%s (%s) -> %s: int8 PTQ, observer %s, %lld calibration images; "
                "%d int8 nodes, %lld weight bytes, arena %zu bytes at batch 1\n",
@@ -72,6 +88,7 @@ static qlm_status quantize_mode(const char *in_path, const char *out_path,
     qlm_status st = qlm_file_load(in_path, &g, NULL, err);
     if (st == QLM_OK) st = qlm_mgraph_build(g, mode, &m, err);
     if (st == QLM_OK) st = qlm_mfile_save(out_path, m, err);
+    if (st == QLM_OK) st = carry_head(in_path, out_path, err);
     if (st == QLM_OK && mode == QLM_QMODE_FP16)
         printf("%s (%s) -> %s: fp16, batch norm folded, %d nodes, %lld binary16 "
                "parameters; every activation rounded to binary16\n", in_path, g->arch,
@@ -107,6 +124,7 @@ int cmd_quantize(int argc, char **argv) {
                              "           accelerator such as the Myriad X VPU); no calibration\n"
                              "  dynamic  int8 weights per output channel, conv/linear inputs quantized per\n"
                              "           batch at run time (PyTorch dynamic quantization); no calibration\n"
+                             "The float model's UE head (docs/uq.md) is carried into the output.\n"
                              "Evaluate the result with qualm eval, inspect it with qualm info.",
                              opts, (int)(sizeof opts / sizeof *opts), "FLOAT.qlm"};
     const char *path = NULL;

@@ -8,6 +8,7 @@
 #include "qualm/graph.h"
 #include "qualm/data.h"
 #include "qualm/qlmfile.h"
+#include "qualm/uqhead.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -64,10 +65,50 @@ typedef struct {
     const char *qat_from;
     const char *ckpt;
     int freeze_bn_epoch;
+    /*
+     * Float control (protocol.md): with qat_from set and float_control,
+     * fine-tune the float model with the QAT schedule but without fake
+     * quantization; out receives a float .qlm (and is the checkpoint).
+     * Batch norm running statistics stop updating from freeze_bn_epoch on.
+     */
+    bool float_control;
+    /* Fine-tuning (qat_from): take epochs from profile (quick 1, full 5) and, unless
+       freeze_bn_epoch >= 0, freeze batch norm (and QAT ranges) for the last half of
+       the steps, as protocol.md says; false: QLM_QAT_EPOCHS and freeze_bn_epoch. */
+    bool qat_profile;
+    /*
+     * UE method (docs/uq.md): the training loss and the head stored with
+     * the model (qualm/uqhead.h). Fine-tuning (qat_from) takes the method
+     * and head of the float model and ignores these.
+     *   softmax, ensemble, tta  cross-entropy
+     *   temperature             cross-entropy, then T fitted on the validation split
+     *   edl                     qlm_edl_loss (edl_loss, evidence), KL weight min(1, epoch/10)
+     *   duq                     last linear replaced by W (K x duq_embed outputs, no bias),
+     *                           BCE of the RBF kernels / K, centroid EMA; SN backbone
+     *   ddu                     cross-entropy with an SN backbone, then class Gaussians
+     *                           fitted on the training split's pooled features
+     *   mcdropout               cross-entropy with dropout head_dropout (0: 0.2) before the head
+     */
+    qlm_uq_method method;
+    qlm_edl_loss_kind edl_loss;  /* mse */
+    qlm_edl_evidence evidence;   /* relu */
+    double duq_sigma;            /* 0.1 */
+    double duq_gamma;            /* 0.999 */
+    int duq_embed;               /* 0: the feature size */
+    double sn_coeff;             /* spectral norm bound for duq / ddu: 3 (<= 0: plain SN) */
+    bool no_sn;                  /* duq / ddu without spectral normalization */
+    int mc_samples;              /* mcdropout: passes stored in the head (20) */
+    /* Learning rate: cosine unless lr_steps[0] > 0 (then x lr_step_factor at
+       each listed epoch, the DUQ paper's schedule: 10, 20 and 0.2). */
+    int lr_steps[4];
+    float lr_step_factor;
+    bool no_augment;             /* no random crop / flip */
 } qlm_train_config;
 
 #define QLM_QAT_EPOCHS 2
 #define QLM_QAT_LR 0.01f
+/** QAT / float-control epochs of a profile (protocol.md): quick 1, full 5; 0 if unknown. */
+int qlm_qat_profile_epochs(const char *profile);
 
 qlm_train_config qlm_train_config_default(void);
 
@@ -96,6 +137,13 @@ typedef struct {
 /** Evaluate g on ds in eval mode, batch `batch`. */
 qlm_status qlm_evaluate(qlm_graph *g, const qlm_dataset *ds, int batch,
                         qlm_pool *pool, qlm_eval_result *res, qlm_err *err);
+
+/**
+ * Evaluate g followed by a UE head (its probabilities: accuracy of the
+ * argmax, NLL = mean -ln max(p_y, 1e-12)); one pass, dropout off.
+ */
+qlm_status qlm_evaluate_head(qlm_graph *g, const qlm_uqhead *head, const qlm_dataset *ds,
+                             int batch, qlm_pool *pool, qlm_eval_result *res, qlm_err *err);
 
 #ifdef __cplusplus
 }

@@ -205,6 +205,21 @@ qlm_status qlm_duq_update_centroids(qlm_duq *h, int m, const float *f, const flo
 qlm_status qlm_duq_head(const qlm_duq *h, int64_t n, const float *f, const float *w,
                         double *p, double *kern, double *u, double *scratch, qlm_err *err);
 
+/*
+ * The same head on embeddings z[m][k][e] = W_c f computed elsewhere (the
+ * graph's last linear layer, no bias, out = k * e): this is how qualm
+ * trains and runs DUQ, so the W f product runs on the accelerator and the
+ * host only applies the kernels. dz[m][k][e] (may be NULL) = dL/dz.
+ */
+qlm_status qlm_duq_kernels_emb(const qlm_duq *h, int64_t m, const float *z, double *kern,
+                               double *logk, qlm_err *err);
+qlm_status qlm_duq_loss_emb(const qlm_duq *h, int m, const float *z, const int32_t *y,
+                            double *loss, float *dz, int *correct, qlm_err *err);
+qlm_status qlm_duq_update_centroids_emb(qlm_duq *h, int m, const float *z, const int32_t *y,
+                                        qlm_err *err);
+qlm_status qlm_duq_head_emb(const qlm_duq *h, int64_t n, const float *z, double *p,
+                            double *kern, double *u, qlm_err *err);
+
 /* ------------------------------------------------- spectral normalization */
 
 /**

@@ -201,3 +201,125 @@ qlm_status qlm_duq_head(const qlm_duq *h, int64_t n, const float *f, const float
     }
     return QLM_OK;
 }
+
+/* ------------------------------------------ on embeddings z = W_c f */
+
+static qlm_status check_emb(const char *fn, const qlm_duq *h, int64_t m, const float *z,
+                            qlm_err *err) {
+    if (!h || h->k < 1 || h->e < 1 || !h->m || !h->count)
+        return qlm_err_set(err, QLM_ERR_ARG, "%s: head not initialized", fn);
+    if (m < 1 || !z)
+        return qlm_err_set(err, QLM_ERR_ARG, "%s: need m >= 1 (got %lld) and embeddings", fn,
+                           (long long)m);
+    return qlm_uq_check_finite_f(fn, "z", m * h->k * h->e, z, err);
+}
+
+/* ln K_c of one embedding row zc[e]; diff (optional) gets zc - m_c / count_c. */
+static double emb_logk(const qlm_duq *h, int c, const float *zc, double *diff) {
+    const double *mc = h->m + (size_t)c * h->e;
+    double inv_n = 1.0 / h->count[c], sq = 0;
+    for (int j = 0; j < h->e; j++) {
+        double t = zc[j] - mc[j] * inv_n;
+        if (diff) diff[j] = t;
+        sq += t * t;
+    }
+    return -sq / (2.0 * h->e * h->sigma * h->sigma);
+}
+
+qlm_status qlm_duq_kernels_emb(const qlm_duq *h, int64_t m, const float *z, double *kern,
+                               double *logk, qlm_err *err) {
+    qlm_status st = check_emb("qlm_duq_kernels_emb", h, m, z, err);
+    if (st) return st;
+    const int k = h->k, e = h->e;
+    for (int64_t i = 0; i < m; i++)
+        for (int c = 0; c < k; c++) {
+            double lk = emb_logk(h, c, z + ((size_t)i * k + c) * e, NULL);
+            if (kern) kern[i * k + c] = exp(lk);
+            if (logk) logk[i * k + c] = lk;
+        }
+    return QLM_OK;
+}
+
+qlm_status qlm_duq_loss_emb(const qlm_duq *h, int m, const float *z, const int32_t *y,
+                            double *loss, float *dz, int *correct, qlm_err *err) {
+    const char *fn = "qlm_duq_loss_emb";
+    qlm_status st = check_emb(fn, h, m, z, err);
+    if (st) return st;
+    if (!y) return qlm_err_set(err, QLM_ERR_ARG, "%s: labels are NULL", fn);
+    if ((st = qlm_uq_check_labels(fn, m, h->k, y, err))) return st;
+    const int k = h->k, e = h->e;
+    const double c2 = 1.0 / (e * h->sigma * h->sigma);
+    double total = 0;
+    int right = 0;
+    for (int i = 0; i < m; i++) {
+        int arg = 0;
+        double best = -INFINITY;
+        for (int c = 0; c < k; c++) {
+            const float *zc = z + ((size_t)i * k + c) * e;
+            double s = emb_logk(h, c, zc, NULL);
+            bool clamped;
+            double l1m = log1m_exp(s, &clamped);
+            int yc = y[i] == c;
+            total += yc ? -s : -l1m;
+            if (s > best) best = s, arg = c;
+            if (!dz) continue;
+            /* dL/ds as in qlm_duq_loss; ds/dz = -(z - e_c) c2 */
+            double dls = yc ? -1.0 : (clamped ? 0.0 : exp(s - l1m));
+            double coef = -dls * c2 / m, inv_n = 1.0 / h->count[c];
+            const double *mc = h->m + (size_t)c * e;
+            float *dzc = dz + ((size_t)i * k + c) * e;
+            for (int j = 0; j < e; j++) dzc[j] = (float)(coef * (zc[j] - mc[j] * inv_n));
+        }
+        right += arg == y[i];
+    }
+    if (loss) *loss = total / m;
+    if (correct) *correct = right;
+    return QLM_OK;
+}
+
+qlm_status qlm_duq_update_centroids_emb(qlm_duq *h, int m, const float *z, const int32_t *y,
+                                        qlm_err *err) {
+    const char *fn = "qlm_duq_update_centroids_emb";
+    qlm_status st = check_emb(fn, h, m, z, err);
+    if (st) return st;
+    if (!y) return qlm_err_set(err, QLM_ERR_ARG, "%s: labels are NULL", fn);
+    if ((st = qlm_uq_check_labels(fn, m, h->k, y, err))) return st;
+    const int k = h->k, e = h->e;
+    const double g = h->gamma;
+    for (int c = 0; c < k; c++) {
+        double *mc = h->m + (size_t)c * e;
+        int nc = 0;
+        for (int j = 0; j < e; j++) mc[j] *= g;
+        for (int i = 0; i < m; i++) {
+            if (y[i] != c) continue;
+            nc++;
+            const float *zc = z + ((size_t)i * k + c) * e;
+            for (int j = 0; j < e; j++) mc[j] += (1 - g) * zc[j];
+        }
+        h->count[c] = g * h->count[c] + (1 - g) * nc;
+    }
+    return QLM_OK;
+}
+
+qlm_status qlm_duq_head_emb(const qlm_duq *h, int64_t n, const float *z, double *p,
+                            double *kern, double *u, qlm_err *err) {
+    const char *fn = "qlm_duq_head_emb";
+    qlm_status st = check_emb(fn, h, n, z, err);
+    if (st) return st;
+    const int k = h->k, e = h->e;
+    if (k > 1024) return qlm_err_set(err, QLM_ERR_ARG, "%s: k = %d > 1024", fn, k);
+    double lk[1024];
+    for (int64_t i = 0; i < n; i++) {
+        double mx = -INFINITY, s = 0;
+        for (int c = 0; c < k; c++) {
+            lk[c] = emb_logk(h, c, z + ((size_t)i * k + c) * e, NULL);
+            if (lk[c] > mx) mx = lk[c];
+            if (kern) kern[i * k + c] = exp(lk[c]);
+        }
+        for (int c = 0; c < k; c++) s += exp(lk[c] - mx);
+        if (p)
+            for (int c = 0; c < k; c++) p[i * k + c] = exp(lk[c] - mx) / s;
+        if (u) u[i] = 1.0 - exp(mx);
+    }
+    return QLM_OK;
+}
