@@ -54,7 +54,8 @@ trap 'rc=$?; [ $rc -eq 0 ] || echo "setup.sh: FAILED during: $STEP (exit $rc)" >
 # ------------------------------------------------------------ packages
 STEP="checking system packages"
 PKGS=(gcc make libc6-dev cmake clang pkg-config libopenblas-dev libdnnl-dev zlib1g-dev
-      dataset-fashion-mnist python3 python3-numpy python3-sklearn ca-certificates)
+      dataset-fashion-mnist python3 python3-numpy python3-sklearn ca-certificates
+      libcjson-dev libsqlite3-dev sqlite3 libopenmpi-dev openmpi-bin)
 [ "$BENCH" = 1 ] && PKGS+=(python3-torch)
 # Node: any node + npm will do (e.g. the NodeSource nodejs, which bundles npm
 # and conflicts with Debian's npm package); otherwise take Debian's.

@@ -9,5 +9,7 @@ int cmd_metrics(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_study(int argc, char **argv);
+int cmd_results(int argc, char **argv);
 
 #endif

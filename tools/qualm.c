@@ -19,6 +19,8 @@ static const subcommand subcommands[] = {
     {"predict", cmd_predict, "run a model over a dataset split and dump its raw input and output tensors"},
     {"metrics", cmd_metrics, "uncertainty metrics of predictions in a CSV file (ECE, AUROC, AURC, ...)"},
     {"export", cmd_export, "export a model for a device toolchain (TFLite for the Edge TPU)"},
+    {"study", cmd_study, "run a study grid (train, quantize, evaluate, compare) into a results database"},
+    {"results", cmd_results, "print the results of a study database (table, CSV, JSON)"},
 };
 
 static void usage(FILE *out) {
