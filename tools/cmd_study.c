@@ -136,6 +136,7 @@ int cmd_study(int argc, char **argv) {
 #endif
     qlm_study_free(s);
     if (st != QLM_OK) return cli_fail("study", &err);
+    if (t) fprintf(stderr, "qualm study: rank %d of %d finished %d cells\n", rank, t->size, sum.local);
     if (rank != 0) return EXIT_OK;
     char db[PATH_MAX], html[PATH_MAX];
     snprintf(db, sizeof db, "%s/results.db", out);

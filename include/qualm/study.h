@@ -177,6 +177,7 @@ typedef struct {
 
 typedef struct {
     int total, done, failed, skipped; /* skipped: already done in the database */
+    int local;                        /* cells this process (rank) finished in this run */
     double seconds;
 } qlm_study_summary;
 

@@ -34,7 +34,8 @@ typedef struct {
     pid_t *pid;       /* [n] while running */
     qlm_study_db *db; /* rank 0 */
     int total, done, failed, running, remaining_local, ranks_finished;
-    int done_at_start, finished_now;
+    int done_at_start, finished_now, local;
+    double units_done, units_left; /* ETA: rough relative cost of the cells */
     double t0;
     char current[160];
 } sched;
@@ -49,8 +50,8 @@ static void progress(sched *x, const char *event) {
     double el = qlm_now() - x->t0;
     int left = x->total - x->done - x->failed;
     char eta[32] = "?";
-    if (x->finished_now > 0) {
-        double sec = el / x->finished_now * left;
+    if (x->units_done > 0) {
+        double sec = el / x->units_done * x->units_left;
         snprintf(eta, sizeof eta, "%dm%02ds", (int)(sec / 60), (int)sec % 60);
     }
     if (left == 0) snprintf(eta, sizeof eta, "0s");
@@ -86,8 +87,14 @@ static char *failed_result(const qlm_study_cell *c, const char *why) {
     return j;
 }
 
-/* A finished cell's result: committed here (rank 0) or sent to rank 0. */
-static qlm_status finish(sched *x, int i, char *json, qlm_err *err) {
+/* Relative cost of a cell for the ETA: training dominates. */
+static double cell_units(const qlm_study_cell *c) {
+    return c->mode == QLM_STUDY_FP32 ? 4 : c->mode == QLM_STUDY_QAT_INT8 || c->mode == QLM_STUDY_FLOAT_CONTROL ? 2 : 1;
+}
+
+/* A finished cell's result: committed here (rank 0) or sent to rank 0.
+ * ran: a process worked on it (it counts towards the ETA's pace). */
+static qlm_status finish_ex(sched *x, int i, char *json, bool ran, qlm_err *err) {
     if (!json) return qlm_err_set(err, QLM_ERR_NOMEM, "out of memory");
     bool ok = strstr(json, "\"status\":\"done\"") != NULL;
     qlm_status st;
@@ -95,14 +102,20 @@ static qlm_status finish(sched *x, int i, char *json, qlm_err *err) {
     else st = x->o->mpi->send_result(x->o->mpi->ctx, i, json, err);
     free(json);
     if (st != QLM_OK) return st;
-    if (x->state[i] != ST_REMOTE) x->remaining_local--;
+    if (x->state[i] != ST_REMOTE) x->remaining_local--, x->local++;
     x->state[i] = ok ? ST_OK : ST_FAILED;
     if (ok) x->done++;
     else x->failed++;
     x->finished_now++;
+    x->units_left -= cell_units(&x->cells[i]);
+    if (ran) x->units_done += cell_units(&x->cells[i]);
     cell_label(&x->cells[i], x->current, sizeof x->current);
     progress(x, ok ? "finished" : "FAILED");
     return QLM_OK;
+}
+
+static qlm_status finish(sched *x, int i, char *json, qlm_err *err) {
+    return finish_ex(x, i, json, true, err);
 }
 
 static char *read_text(const char *path) {
@@ -201,7 +214,7 @@ static qlm_status launch_ready(sched *x, qlm_err *err) {
             char why[256];
             snprintf(why, sizeof why, "cell %d (%s) it depends on failed", x->cells[dead].id,
                      qlm_study_mode_name(x->cells[dead].mode));
-            st = finish(x, i, failed_result(c, why), err);
+            st = finish_ex(x, i, failed_result(c, why), false, err);
             i = -1; /* states changed: rescan from the start */
         } else if (!wait) {
             st = launch(x, i, err);
@@ -281,7 +294,8 @@ static qlm_status setup(sched *x, qlm_err *err) {
         bool mine = cell_rank(x, i) == x->rank;
         x->state[i] = done[i] ? ST_OK : mine ? ST_PENDING : ST_REMOTE;
         if (done[i]) x->done++, x->done_at_start++;
-        else if (mine) x->remaining_local++;
+        else x->units_left += cell_units(&x->cells[i]);
+        if (!done[i] && mine) x->remaining_local++;
     }
     free(done);
     return st;
@@ -328,6 +342,7 @@ qlm_status qlm_study_run(const qlm_study *s, const qlm_study_run_opts *o, qlm_st
     sum->done = x.done;
     sum->failed = x.failed;
     sum->skipped = x.done_at_start;
+    sum->local = x.local;
     sum->seconds = qlm_now() - x.t0;
     qlm_study_db_close(x.db);
     if (lock >= 0) close(lock);
