@@ -12,12 +12,18 @@ command -v mpirun > /dev/null || { echo "study_mpi: no mpirun (Debian openmpi-bi
 T=$(mktemp -d /tmp/qualm-study-mpi.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "study_mpi: FAIL: $*" >&2; exit 1; }
-dump() {
-  sqlite3 "$1" "SELECT id, hash, model, method, mode, device, seed, profile, parent_hash, status, error,
-                       model_path, params, model_bytes FROM cells ORDER BY id;
-                SELECT * FROM metrics ORDER BY cell_id, dataset, score, name;
-                SELECT * FROM comparisons ORDER BY cell_id, ref_cell_id, dataset, name;
-                SELECT * FROM curves ORDER BY cell_id, dataset, kind, idx;"
+dump() { # every row but timings and the run's environment; floats with all their digits (repr)
+  python3 - "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+for q in ["SELECT id, hash, model, method, mode, device, seed, profile, parent_hash, status, error,"
+          " model_path, params, model_bytes FROM cells ORDER BY id",
+          "SELECT * FROM metrics ORDER BY cell_id, dataset, score, name",
+          "SELECT * FROM comparisons ORDER BY cell_id, ref_cell_id, dataset, name",
+          "SELECT * FROM curves ORDER BY cell_id, dataset, kind, idx"]:
+    for row in db.execute(q):
+        print(repr(row))
+PY
 }
 STUDY=studies/tiny.json
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np 2)

@@ -14,12 +14,18 @@ T=$(mktemp -d /tmp/qualm-study-resume.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "study_resume: FAIL: $*" >&2; exit 1; }
 
-dump() { # everything but timings and the run's environment
-  sqlite3 "$1" "SELECT id, hash, model, method, mode, device, seed, profile, parent_hash, status, error,
-                       model_path, params, model_bytes FROM cells ORDER BY id;
-                SELECT * FROM metrics ORDER BY cell_id, dataset, score, name;
-                SELECT * FROM comparisons ORDER BY cell_id, ref_cell_id, dataset, name;
-                SELECT * FROM curves ORDER BY cell_id, dataset, kind, idx;"
+dump() { # every row but timings and the run's environment; floats with all their digits (repr)
+  python3 - "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+for q in ["SELECT id, hash, model, method, mode, device, seed, profile, parent_hash, status, error,"
+          " model_path, params, model_bytes FROM cells ORDER BY id",
+          "SELECT * FROM metrics ORDER BY cell_id, dataset, score, name",
+          "SELECT * FROM comparisons ORDER BY cell_id, ref_cell_id, dataset, name",
+          "SELECT * FROM curves ORDER BY cell_id, dataset, kind, idx"]:
+    for row in db.execute(q):
+        print(repr(row))
+PY
 }
 
 STUDY=studies/tiny.json
@@ -30,6 +36,15 @@ nmet=$(sqlite3 "$T/ref/results.db" "SELECT count(*) FROM metrics")
 [ "$ndone" -ge 4 ] || fail "uninterrupted run: only $ndone cells done"
 [ "$nmet" -ge 50 ] || fail "uninterrupted run: only $nmet metric rows"
 echo "study_resume: uninterrupted run: $ndone cells done, $nmet metric rows"
+# negative control: the comparison sees a change of one metric by one ulp
+cp "$T/ref/results.db" "$T/nudged.db"
+python3 -c 'import sqlite3, sys, math
+db = sqlite3.connect(sys.argv[1])
+v, = db.execute("SELECT value FROM metrics WHERE cell_id = 1 AND dataset = \"test\" AND name = \"nll\"").fetchone()
+db.execute("UPDATE metrics SET value = ? WHERE cell_id = 1 AND dataset = \"test\" AND name = \"nll\"", (math.nextafter(v, 9),))
+db.commit()' "$T/nudged.db"
+dump "$T/nudged.db" > "$T/nudged.dump"
+! cmp -s "$T/ref.dump" "$T/nudged.dump" || fail "the dump comparison cannot see a one-ulp change"
 
 # qualm results: every format shows every row
 for what in metrics comparisons cells; do

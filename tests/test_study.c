@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sqlite3.h>
+#include <unistd.h>
+
 #include "harness.h"
 #include "qualm/study.h"
 
@@ -168,11 +171,76 @@ static void test_shipped(void) {
     }
 }
 
+static int64_t count(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int64_t n = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK && sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        n = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return n;
+}
+
+/* Commit: a retried cell replaces its failed row and leaves no old rows;
+ * a result of another cell and a database of another config are refused. */
+static void test_db(void) {
+    qlm_study *s = parse_opts("\"calib\": 100");
+    if (!s) return;
+    qlm_study_cell *c = NULL;
+    int n = 0;
+    qlm_err err;
+    qlm_err_clear(&err);
+    CHECK(qlm_study_expand(s, &c, &n, &err) == QLM_OK);
+    char path[] = "/tmp/qualm-test-study-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    qlm_study_db *db = NULL;
+    CHECK_MSG(qlm_study_db_open(path, s, &db, &err) == QLM_OK, "%s", err.msg);
+    if (!db) return;
+    char json[2048];
+    snprintf(json, sizeof json, "{\"hash\":\"%s\",\"status\":\"failed\",\"error\":\"boom\"}", c[2].hash);
+    CHECK(qlm_study_db_commit(db, c, n, 2, json, &err) == QLM_OK);
+    bool done = true;
+    CHECK(qlm_study_db_is_done(db, c[2].hash, &done, &err) == QLM_OK && !done);
+    snprintf(json, sizeof json,
+             "{\"hash\":\"%s\",\"status\":\"done\",\"model_path\":\"models/x.qlm\",\"params\":77754,"
+             "\"metrics\":[{\"dataset\":\"test\",\"score\":\"\",\"name\":\"accuracy\",\"value\":0.5,\"lo\":null,\"hi\":null}],"
+             "\"comparisons\":[{\"ref_id\":1,\"dataset\":\"test\",\"name\":\"d_ece\",\"value\":-0.01,\"lo\":-0.02,\"hi\":0.001}],"
+             "\"curves\":[{\"dataset\":\"test\",\"kind\":\"hist\",\"idx\":0,\"x\":0.1,\"y\":2,\"w\":null}]}", c[2].hash);
+    CHECK(qlm_study_db_commit(db, c, n, 2, json, &err) == QLM_OK);
+    CHECK(qlm_study_db_is_done(db, c[2].hash, &done, &err) == QLM_OK && done);
+    /* committing the same result again (a resumed run) changes nothing */
+    CHECK(qlm_study_db_commit(db, c, n, 2, json, &err) == QLM_OK);
+    /* another cell's result is refused */
+    CHECK(qlm_study_db_commit(db, c, n, 3, json, &err) != QLM_OK && strstr(err.msg, "another cell"));
+    CHECK(qlm_study_db_commit(db, c, n, 3, "{not json", &err) != QLM_OK);
+    qlm_study_db_close(db);
+    CHECK(count(path, "SELECT count(*) FROM cells") == 1);
+    CHECK(count(path, "SELECT count(*) FROM cells WHERE id = 3 AND status = 'done' AND error IS NULL AND params = 77754") == 1);
+    CHECK(count(path, "SELECT count(*) FROM metrics WHERE cell_id = 3") == 1);
+    CHECK(count(path, "SELECT count(*) FROM comparisons WHERE cell_id = 3 AND lo < value AND hi > value") == 1);
+    CHECK(count(path, "SELECT count(*) FROM curves WHERE cell_id = 3 AND w IS NULL") == 1);
+    CHECK(count(path, "SELECT count(*) FROM meta WHERE key = 'schema_version' AND value = '1'") == 1);
+    CHECK(count(path, "SELECT count(*) FROM meta") == 9);
+    /* the same file under another config: refused */
+    qlm_study *other = parse_opts("\"calib\": 101");
+    qlm_study_db *db2 = NULL;
+    if (other) CHECK(qlm_study_db_open(path, other, &db2, &err) != QLM_OK && strstr(err.msg, "another study config"));
+    qlm_study_db_close(db2);
+    qlm_study_free(other);
+    unlink(path);
+    free(c);
+    qlm_study_free(s);
+}
+
 int main(void) {
     RUN(test_sha256);
     RUN(test_expand);
     RUN(test_hash_sensitivity);
     RUN(test_errors);
     RUN(test_shipped);
+    RUN(test_db);
     return qlm_test_finish();
 }

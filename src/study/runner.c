@@ -143,6 +143,7 @@ static qlm_status launch(sched *x, int i, qlm_err *err) {
     char *old = read_text(path);
     if (old && strstr(old, "\"status\":\"done\"")) return finish(x, i, old, err);
     free(old);
+    unlink(path); /* an earlier failure must not pass for this attempt's result */
     char log[PATH_MAX];
     snprintf(log, sizeof log, "%s/logs/%s.cell.log", x->o->dir, x->cells[i].hash);
     pid_t parent = getpid();
