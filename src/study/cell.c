@@ -93,8 +93,8 @@ static void build_args(const cell_ctx *x, const char *out, const char *ckpt, arg
         if (s->opt.epochs) arg_i(a, "--epochs", s->opt.epochs);
     } else {
         /* float-control: the QAT schedule without fake quantization (protocol.md) */
-        if (c->mode == QLM_STUDY_QAT_INT8) arg(a, "%s", "--quant=qat");
-        else arg(a, "%s", "--lr=0.01");
+        arg(a, "%s", c->mode == QLM_STUDY_QAT_INT8 ? "--quant=qat" : "--quant=none");
+        arg(a, "%s", "--lr=0.01");
         arg(a, "--from=%s", parent);
         arg_i(a, "--epochs", profile_epochs(s, true));
         if (ckpt) arg(a, "--ckpt=%s", ckpt);
