@@ -71,7 +71,7 @@ static bool under_mpi(void) {
 }
 
 int cmd_study(int argc, char **argv) {
-    const char *out = NULL, *cell = NULL;
+    const char *out = NULL, *cell = NULL, *tool = NULL;
     int jobs = 1;
     bool quiet = false, strict = false, dry = false;
     const cli_opt opts[] = {
@@ -80,6 +80,7 @@ int cmd_study(int argc, char **argv) {
         {"quiet", OPT_FLAG, &quiet, "", "no progress lines", NULL, 0, 0},
         {"strict", OPT_FLAG, &strict, "", "exit with 1 when a cell failed", NULL, 0, 0},
         {"dry-run", OPT_FLAG, &dry, "", "validate the config and list its cells; run nothing", NULL, 0, 0},
+        {"qualm", OPT_STR, &tool, "BIN", "the qualm binary that trains, quantizes and evaluates (default: this one)", NULL, 0, 0},
         {"cell", OPT_STR, &cell, "HASH", "internal: run the one cell with this hash (what the runner's child processes do)", NULL, 0, 0},
     };
     const cli_command cmd = {
@@ -106,7 +107,7 @@ int cmd_study(int argc, char **argv) {
     char exebuf[PATH_MAX];
     const char *exe = self_exe(exebuf, sizeof exebuf, argv[0]);
     if (dry || cell) {
-        rc = dry ? dry_run(s) : run_cell(s, out, cell, exe);
+        rc = dry ? dry_run(s) : run_cell(s, out, cell, tool ? tool : exe);
         qlm_study_free(s);
         return rc;
     }
@@ -126,7 +127,7 @@ int cmd_study(int argc, char **argv) {
         return EXIT_FAIL;
 #endif
     }
-    qlm_study_run_opts o = {.dir = out, .exe = exe, .config = path, .jobs = jobs, .quiet = quiet,
+    qlm_study_run_opts o = {.dir = out, .exe = exe, .tool = tool, .config = path, .jobs = jobs, .quiet = quiet,
                             .progress_tty = cli_stderr_tty(), .mpi = t};
     qlm_study_summary sum;
     qlm_status st = qlm_study_run(s, &o, &sum, &err);

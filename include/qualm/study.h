@@ -168,6 +168,7 @@ typedef struct {
 typedef struct {
     const char *dir;       /* output folder: results.db, models/, cells/, logs/, work/ */
     const char *exe;       /* the qualm binary (children re-execute it) */
+    const char *tool;      /* the qualm binary cells run train/quantize/eval with; NULL: exe */
     const char *config;    /* the config path children are given */
     int jobs;              /* cells in parallel on this rank */
     bool quiet;            /* no progress lines */

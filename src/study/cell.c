@@ -97,7 +97,9 @@ static void build_args(const cell_ctx *x, const char *out, const char *ckpt, arg
         arg(a, "%s", "--lr=0.01");
         arg(a, "--from=%s", parent);
         arg_i(a, "--epochs", profile_epochs(s, true));
-        if (ckpt) arg(a, "--ckpt=%s", ckpt);
+        /* QAT checkpoints its fake-quant graph apart from the int8 --out; the
+         * float control's checkpoint is its --out (a float model) */
+        if (ckpt && c->mode == QLM_STUDY_QAT_INT8) arg(a, "--ckpt=%s", ckpt);
     }
     if (strcmp(c->method, "softmax") != 0) arg(a, "--method=%s", c->method);
     arg(a, "--data=%s", s->datasets[0]);
@@ -235,19 +237,21 @@ static qlm_status mix(const study_preds *in, const study_preds *out, mixed *m, q
     *a = *in;
     a->n = n;
     a->y = malloc(sizeof *a->y * (size_t)n);
-    a->logits = malloc(sizeof *a->logits * (size_t)n * k);
+    a->logits = in->logits && out->logits ? malloc(sizeof *a->logits * (size_t)n * k) : NULL;
     a->p = malloc(sizeof *a->p * (size_t)n * k);
     a->u = malloc(sizeof *a->u * (size_t)n * (size_t)in->n_scores);
     m->ood = malloc((size_t)n);
-    if (!a->y || !a->logits || !a->p || !a->u || !m->ood) {
+    if (!a->y || (in->logits && out->logits && !a->logits) || !a->p || !a->u || !m->ood) {
         study_preds_free(a);
         free(m->ood);
         m->ood = NULL;
         return qlm_err_set(err, QLM_ERR_NOMEM, "out of memory");
     }
     memcpy(a->y, in->y, sizeof *a->y * (size_t)in->n);
-    memcpy(a->logits, in->logits, sizeof *a->logits * (size_t)in->n * k);
-    memcpy(a->logits + (size_t)in->n * k, out->logits, sizeof *a->logits * (size_t)out->n * k);
+    if (a->logits) {
+        memcpy(a->logits, in->logits, sizeof *a->logits * (size_t)in->n * k);
+        memcpy(a->logits + (size_t)in->n * k, out->logits, sizeof *a->logits * (size_t)out->n * k);
+    }
     memcpy(a->p, in->p, sizeof *a->p * (size_t)in->n * k);
     memcpy(a->p + (size_t)in->n * k, out->p, sizeof *a->p * (size_t)out->n * k);
     for (int64_t i = 0; i < n; i++) {
@@ -412,29 +416,39 @@ static void spec_name(const qlm_study *s, int i, char *buf, size_t len) {
 /* Predictions of the model at `path` on every data set of the study. */
 static qlm_status predict_all(cell_ctx *x, const char *path, pred_sets *ps, bool record, qlm_err *err) {
     memset(ps, 0, sizeof *ps);
+    const qlm_study *s = x->s;
+    char float_path[PATH_MAX];
+    model_path(x, &x->cells[x->c->family], float_path, sizeof float_path);
+    /* heads that fit on validation data (temperature) get the first max_val images */
+    study_ds val = {0};
+    qlm_status st = QLM_OK;
+    if (strcmp(x->c->method, "temperature") == 0) st = study_dataset_open(s->datasets[0], "val", s->opt.max_val, &val, err);
     study_model *m = NULL;
-    qlm_status st = study_model_open(path, x->s->opt.threads, &m, err);
-    if (st != QLM_OK) return st;
-    ps->n = n_specs(x->s);
+    if (st == QLM_OK) st = study_model_open(path, x->c->method, float_path, val.use, s->opt.threads, &m, err);
+    if (st != QLM_OK) {
+        study_dataset_close(&val);
+        return st;
+    }
+    ps->n = n_specs(s);
     for (int i = 0; i < ps->n && st == QLM_OK; i++) {
-        spec_name(x->s, i, ps->name[i], sizeof ps->name[i]);
-        int limit = i == 0 || i > x->s->n_ood ? x->s->opt.eval_limit : x->s->opt.ood_limit;
-        qlm_dataset *ds = NULL, *base = NULL;
+        spec_name(s, i, ps->name[i], sizeof ps->name[i]);
+        int limit = i == 0 || i > s->n_ood ? s->opt.eval_limit : s->opt.ood_limit;
+        study_ds ds;
         qlm_err e2;
         qlm_err_clear(&e2);
-        qlm_status ds_st = study_dataset_open(x->s->datasets[0], i == 0 ? "in" : ps->name[i], limit, &ds, &base, &e2);
+        qlm_status ds_st = study_dataset_open(s->datasets[0], i == 0 ? "in" : ps->name[i], limit, &ds, &e2);
         if (ds_st == QLM_OK) {
-            st = study_preds_compute(m, ds, &ps->p[i], err);
+            st = study_preds_compute(m, ds.use, &ps->p[i], err);
             ps->ok[i] = st == QLM_OK;
+            study_dataset_close(&ds);
         } else if (i == 0) {
             st = qlm_err_set(err, ds_st, "%s", e2.msg);
         } else if (record) {
             note(x, e2.msg); /* a missing OOD / shift set does not fail the cell */
         }
-        qlm_dataset_free(ds);
-        qlm_dataset_free(base);
     }
     study_model_close(m);
+    study_dataset_close(&val);
     if (st != QLM_OK) pred_sets_free(ps);
     return st;
 }

@@ -159,7 +159,7 @@ static qlm_status launch(sched *x, int i, qlm_err *err) {
             close(fd);
         }
         char *argv[] = {(char *)x->o->exe, "study", (char *)x->o->config, "--out", (char *)x->o->dir,
-                        "--cell", x->cells[i].hash, NULL};
+                        "--cell", x->cells[i].hash, x->o->tool ? "--qualm" : NULL, (char *)x->o->tool, NULL};
         execv(x->o->exe, argv);
         fprintf(stderr, "cannot run %s: %s\n", x->o->exe, strerror(errno));
         _exit(127);

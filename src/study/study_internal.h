@@ -33,30 +33,43 @@ typedef struct {
     int64_t n;
     int k;
     int32_t *y;       /* [n] labels (-1 on OOD rows) */
-    double *logits;   /* [n][k] float logits (dequantized for int8 models) */
+    double *logits;   /* [n][k] logits whose softmax is p, or NULL (then NLL comes from p) */
     double *p;        /* [n][k] predictive distribution */
     int n_scores;
-    const char *score_names[STUDY_MAX_SCORES]; /* [0]: the method's default score */
+    char score_names[STUDY_MAX_SCORES][32]; /* [0]: the method's default score */
     double *u;        /* [n_scores][n] uncertainty, higher = less certain */
 } study_preds;
 
 typedef struct study_model study_model;
 
-/** Load a .qlm of any kind (float, int8, fp16, dynamic) for inference with `threads`. */
-qlm_status study_model_open(const char *path, int threads, study_model **out, qlm_err *err);
+/**
+ * Load a .qlm of any kind (float, int8, fp16, dynamic) for inference with
+ * `threads` and the UE head of `method`. float_path: the family's fp32
+ * model (MC dropout on an int8 model takes its dropout probability).
+ * val: the validation split, for heads that fit on it (temperature).
+ */
+qlm_status study_model_open(const char *path, const char *method, const char *float_path,
+                            const qlm_dataset *val, int threads, study_model **out, qlm_err *err);
 void study_model_close(study_model *m);
 
 /** Run the model over every sample of ds and fill *out (owned; study_preds_free). */
 qlm_status study_preds_compute(study_model *m, const qlm_dataset *ds, study_preds *out, qlm_err *err);
 void study_preds_free(study_preds *p);
 
+/** A data set and what it is a view of (freed together). */
+typedef struct {
+    qlm_dataset *use;
+    qlm_dataset *own[3]; /* freed from the last to the first */
+} study_ds;
+
 /**
- * Open the data set a study names: `in` = the in-distribution set
- * ("fashion-mnist"), or "ood:NAME", or "shift:CORRUPTION:SEVERITY", the
- * first `limit` samples (0 = all). What qualm's loaders do not provide yet
- * is QLM_ERR_UNSUPPORTED with the reason.
+ * Open the data set a study names: spec "in" = the in-distribution test
+ * split of `in` ("fashion-mnist"), "val" = its validation split,
+ * "ood:NAME", or "shift:CORRUPTION:SEVERITY"; the first `limit` samples
+ * (0 = all). What this build's loaders do not provide is
+ * QLM_ERR_UNSUPPORTED with the reason.
  */
-qlm_status study_dataset_open(const char *in, const char *spec, int limit, qlm_dataset **out,
-                              qlm_dataset **base, qlm_err *err);
+qlm_status study_dataset_open(const char *in, const char *spec, int limit, study_ds *out, qlm_err *err);
+void study_dataset_close(study_ds *d);
 
 #endif
