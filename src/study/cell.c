@@ -600,7 +600,7 @@ qlm_status qlm_study_cell_run(const qlm_study *s, const qlm_study_cell *cells, i
     x.curves = cJSON_AddArrayToObject(x.res, "curves");
     qlm_err cell_err;
     qlm_err_clear(&cell_err);
-    double train_s = NAN, t0 = qlm_now();
+    double train_s = NAN;
     qlm_status st = build_model(&x, &train_s, &cell_err);
     double t1 = qlm_now();
     if (st == QLM_OK) st = evaluate(&x, &cell_err);
@@ -612,7 +612,6 @@ qlm_status qlm_study_cell_run(const qlm_study *s, const qlm_study_cell *cells, i
         cJSON_AddNumberToObject(x.res, "eval_seconds", qlm_now() - t1);
     }
     if (isfinite(train_s)) cJSON_AddNumberToObject(x.res, "train_seconds", train_s);
-    (void)t0;
     cJSON_AddStringToObject(x.res, "status", st == QLM_OK ? "done" : "failed");
     if (st != QLM_OK) {
         /* a failed cell keeps no half results */
