@@ -235,6 +235,7 @@ static qlm_status mix(const study_preds *in, const study_preds *out, mixed *m, q
     int64_t n = in->n + out->n;
     size_t k = (size_t)in->k;
     *a = *in;
+    a->p8 = a->u8 = NULL; /* never share in's arrays */
     a->n = n;
     a->y = malloc(sizeof *a->y * (size_t)n);
     a->logits = in->logits && out->logits ? malloc(sizeof *a->logits * (size_t)n * k) : NULL;
@@ -254,6 +255,19 @@ static qlm_status mix(const study_preds *in, const study_preds *out, mixed *m, q
     }
     memcpy(a->p, in->p, sizeof *a->p * (size_t)in->n * k);
     memcpy(a->p + (size_t)in->n * k, out->p, sizeof *a->p * (size_t)out->n * k);
+    if (in->p8 && out->p8 && in->u8 && out->u8) {
+        a->p8 = malloc(sizeof *a->p8 * (size_t)n * k);
+        a->u8 = malloc(sizeof *a->u8 * (size_t)n);
+        if (!a->p8 || !a->u8) {
+            free(a->p8), free(a->u8);
+            a->p8 = a->u8 = NULL; /* the int8 view is an extra: go on without it */
+        } else {
+            memcpy(a->p8, in->p8, sizeof *a->p8 * (size_t)in->n * k);
+            memcpy(a->p8 + (size_t)in->n * k, out->p8, sizeof *a->p8 * (size_t)out->n * k);
+            memcpy(a->u8, in->u8, sizeof *a->u8 * (size_t)in->n);
+            memcpy(a->u8 + in->n, out->u8, sizeof *a->u8 * (size_t)out->n);
+        }
+    }
     for (int64_t i = 0; i < n; i++) {
         m->ood[i] = i >= in->n;
         if (i >= in->n) a->y[i] = 0;
@@ -278,6 +292,22 @@ static const qlm_metric OOD_SCORED[] = {QLM_METRIC_AUROC_OOD, QLM_METRIC_AUPR_IN
                                         QLM_METRIC_FPR_AT_95_TPR};
 #define LEN(a) ((int)(sizeof a / sizeof *a))
 
+/* int8 models: the figures of the int8 softmax output alone (what a device
+ * user reads off the accelerator), as int8_softmax_<metric>, default score. */
+static qlm_status int8_view_metrics(cell_ctx *x, const char *ds, const study_preds *p, const uint8_t *ood,
+                                    const qlm_metric *ms, int nm, qlm_err *err) {
+    if (!p->p8 || !p->u8) return QLM_OK;
+    qlm_preds q = {.n = p->n, .k = p->k, .p = p->p8, .logits = NULL, .y = p->y, .u = p->u8, .ood = ood};
+    double v[QLM_METRIC_COUNT];
+    qlm_status st = qlm_preds_metrics(&q, NULL, v, err);
+    for (int i = 0; st == QLM_OK && i < nm; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "int8_softmax_%s", qlm_metric_name(ms[i]));
+        metric(x, ds, ms[i] <= QLM_METRIC_CLASSWISE_ECE ? "" : p->score_names[0], name, v[ms[i]], NAN, NAN);
+    }
+    return st;
+}
+
 static qlm_status id_metrics(cell_ctx *x, const char *ds, const study_preds *p, qlm_err *err) {
     double v[QLM_METRIC_COUNT];
     for (int s = 0; s < p->n_scores; s++) {
@@ -289,7 +319,9 @@ static qlm_status id_metrics(cell_ctx *x, const char *ds, const study_preds *p, 
         for (int i = 0; i < LEN(ID_SCORED); i++)
             metric(x, ds, p->score_names[s], qlm_metric_name(ID_SCORED[i]), v[ID_SCORED[i]], NAN, NAN);
     }
-    return QLM_OK;
+    qlm_status st = int8_view_metrics(x, ds, p, NULL, ID_PLAIN, LEN(ID_PLAIN), err);
+    if (st == QLM_OK) st = int8_view_metrics(x, ds, p, NULL, ID_SCORED, LEN(ID_SCORED), err);
+    return st;
 }
 
 static qlm_status ood_metrics(cell_ctx *x, const char *ds, const mixed *m, qlm_err *err) {
@@ -302,7 +334,7 @@ static qlm_status ood_metrics(cell_ctx *x, const char *ds, const mixed *m, qlm_e
         for (int i = 0; i < LEN(OOD_SCORED); i++)
             metric(x, ds, m->all.score_names[s], qlm_metric_name(OOD_SCORED[i]), v[OOD_SCORED[i]], NAN, NAN);
     }
-    return QLM_OK;
+    return int8_view_metrics(x, ds, &m->all, m->ood, OOD_SCORED, LEN(OOD_SCORED), err);
 }
 
 /* ------------------------------------------------------------- curves */

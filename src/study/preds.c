@@ -92,6 +92,8 @@ void study_preds_free(study_preds *p) {
     free(p->logits);
     free(p->p);
     free(p->u);
+    free(p->p8);
+    free(p->u8);
     memset(p, 0, sizeof *p);
 }
 
@@ -107,8 +109,12 @@ qlm_status study_preds_compute(study_model *m, const qlm_dataset *ds, study_pred
     const char *const *names = qlm_uqeval_score_names(m->ue);
     for (int s = 0; s < o->n_scores; s++) snprintf(o->score_names[s], sizeof o->score_names[s], "%s", names[s]);
     /* take the arrays; scores go from [n][n_scores] to [n_scores][n] */
-    o->y = pr.y, o->p = pr.probs, o->logits = pr.logits;
-    pr.y = NULL, pr.probs = NULL, pr.logits = NULL;
+    o->y = pr.y, o->p = pr.probs, o->logits = pr.logits, o->p8 = pr.probs8;
+    pr.y = NULL, pr.probs = NULL, pr.logits = NULL, pr.probs8 = NULL;
+    if (pr.scores8 && !(o->u8 = malloc(sizeof *o->u8 * (size_t)(o->n ? o->n : 1))))
+        st = qlm_err_set(err, QLM_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; st == QLM_OK && o->u8 && i < o->n; i++)
+        o->u8[i] = pr.scores8[(size_t)i * (size_t)pr.n_scores];
     o->u = malloc(sizeof *o->u * (size_t)o->n * (size_t)(o->n_scores ? o->n_scores : 1));
     if (!o->u) st = qlm_err_set(err, QLM_ERR_NOMEM, "out of memory");
     for (int64_t i = 0; st == QLM_OK && i < o->n; i++)
@@ -224,6 +230,8 @@ void study_preds_free(study_preds *p) {
     free(p->logits);
     free(p->p);
     free(p->u);
+    free(p->p8);
+    free(p->u8);
     memset(p, 0, sizeof *p);
 }
 

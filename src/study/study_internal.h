@@ -38,6 +38,8 @@ typedef struct {
     int n_scores;
     char score_names[STUDY_MAX_SCORES][32]; /* [0]: the method's default score */
     double *u;        /* [n_scores][n] uncertainty, higher = less certain */
+    double *p8;       /* int8 models: [n][k] what an int8 softmax output gives (1/256 grid), else NULL */
+    double *u8;       /* int8 models: [n] the default score computed from p8, else NULL */
 } study_preds;
 
 typedef struct study_model study_model;
