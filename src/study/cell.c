@@ -551,6 +551,13 @@ static void eval_extra(cell_ctx *x, const char *path, double accuracy) {
     arg_i(&a, "--threads", x->s->opt.threads);
     if (x->s->opt.eval_limit) arg_i(&a, "--limit", x->s->opt.eval_limit);
     if (strcmp(x->c->method, "softmax") != 0) arg(&a, "--method=%s", x->c->method);
+    const bool int8 = x->c->mode == QLM_STUDY_PTQ_INT8 || x->c->mode == QLM_STUDY_QAT_INT8;
+    if (int8 && strcmp(x->c->method, "mcdropout") == 0) { /* the int8 file does not keep p */
+        char root[PATH_MAX], p[32];
+        model_path(x, &x->cells[x->c->family], root, sizeof root);
+        snprintf(p, sizeof p, "%.9g", study_dropout_of(root));
+        arg(&a, "--dropout=%s", p);
+    }
     arg(&a, "%s", "--json");
     char *out = NULL;
     qlm_err e2;

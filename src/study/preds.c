@@ -36,6 +36,18 @@
 #endif
 
 
+/* MC dropout on an int8 model: the float model's dropout probability (0: none). */
+double study_dropout_of(const char *float_path) {
+    qlm_graph *g = NULL;
+    qlm_err e;
+    double p = 0;
+    if (float_path && qlm_file_load(float_path, &g, NULL, &e) == QLM_OK)
+        for (int i = 0; i < g->n_nodes && p == 0; i++)
+            if (g->nodes[i].kind == QLM_OP_DROPOUT) p = g->nodes[i].a.p;
+    qlm_graph_free(g);
+    return p;
+}
+
 #if STUDY_UQEVAL
 struct study_model {
     qlm_pool *pool;
@@ -49,17 +61,6 @@ void study_model_close(study_model *m) {
     free(m);
 }
 
-/* MC dropout on an int8 model: the float model's dropout probability. */
-static double dropout_of(const char *float_path) {
-    qlm_graph *g = NULL;
-    qlm_err e;
-    double p = 0;
-    if (float_path && qlm_file_load(float_path, &g, NULL, &e) == QLM_OK)
-        for (int i = 0; i < g->n_nodes && p == 0; i++)
-            if (g->nodes[i].kind == QLM_OP_DROPOUT) p = g->nodes[i].a.p;
-    qlm_graph_free(g);
-    return p;
-}
 
 qlm_status study_model_open(const char *path, const char *method, const char *float_path,
                             const qlm_dataset *val, int threads, study_model **out, qlm_err *err) {
@@ -75,7 +76,7 @@ qlm_status study_model_open(const char *path, const char *method, const char *fl
     o.pool = m->pool;
     if (st == QLM_OK && o.method == QLM_UQ_METHOD_COUNT)
         st = qlm_err_set(err, QLM_ERR_ARG, "unknown UE method '%s'", method);
-    if (st == QLM_OK && o.method == QLM_UQ_MCDROPOUT) o.dropout = dropout_of(float_path);
+    if (st == QLM_OK && o.method == QLM_UQ_MCDROPOUT) o.dropout = study_dropout_of(float_path);
     if (st == QLM_OK) st = qlm_uqeval_open(path, &o, &m->ue, err);
     if (st == QLM_OK && val) st = qlm_uqeval_fit(m->ue, val, err);
     if (st != QLM_OK) {

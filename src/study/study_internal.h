@@ -54,6 +54,9 @@ qlm_status study_model_open(const char *path, const char *method, const char *fl
                             const qlm_dataset *val, int threads, study_model **out, qlm_err *err);
 void study_model_close(study_model *m);
 
+/** Dropout probability of the first dropout node of the float model at path (0: none). */
+double study_dropout_of(const char *float_path);
+
 /** Run the model over every sample of ds and fill *out (owned; study_preds_free). */
 qlm_status study_preds_compute(study_model *m, const qlm_dataset *ds, study_preds *out, qlm_err *err);
 void study_preds_free(study_preds *p);
