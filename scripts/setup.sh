@@ -58,7 +58,8 @@ trap 'rc=$?; [ $rc -eq 0 ] || echo "setup.sh: FAILED during: $STEP (exit $rc)" >
 STEP="checking system packages"
 PKGS=(gcc make libc6-dev cmake clang pkg-config libopenblas-dev libdnnl-dev zlib1g-dev
       dataset-fashion-mnist python3 python3-numpy python3-sklearn ca-certificates
-      libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-onnx)
+      libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-onnx
+      libcjson-dev libsqlite3-dev sqlite3 libopenmpi-dev openmpi-bin)
 # libonnx-dev: onnx.proto, from which protoc-c (protobuf-c-compiler) generates
 # the ONNX writer's C code at build time; python3-onnx: onnx.checker (tests).
 [ "$BENCH" = 1 ] && PKGS+=(python3-torch)

@@ -15,5 +15,7 @@ int cmd_check(int argc, char **argv);
  * else the exit code (a format the device cannot read, a bad file). */
 int check_for_export(const char *path, const char *format, const char *device, int io);
 int cmd_bench(int argc, char **argv);
+int cmd_study(int argc, char **argv);
+int cmd_results(int argc, char **argv);
 
 #endif

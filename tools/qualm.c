@@ -22,6 +22,8 @@ static const subcommand subcommands[] = {
     {"bench", cmd_bench, "latency benchmark in the MLPerf LoadGen scenarios (single/multistream, server, offline)"},
     {"export", cmd_export, "export a model for a device toolchain (TFLite for the Edge TPU)"},
     {"check", cmd_check, "check a model against a device profile (edgetpu, myriadx, cpu), op by op"},
+    {"study", cmd_study, "run a study grid (train, quantize, evaluate, compare) into a results database"},
+    {"results", cmd_results, "print the results of a study database (table, CSV, JSON)"},
 };
 
 static void usage(FILE *out) {
