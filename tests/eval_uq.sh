@@ -204,7 +204,7 @@ expect 2 "severity '9'" "$QUALM" eval "$tmp/m.qlm" --shift contrast:9
 expect 2 "unknown corruption 'fog'" "$QUALM" eval "$tmp/m.qlm" --shift fog
 expect 2 "accepted" "$QUALM" eval "$tmp/m.qlm" --method nope
 expect 1 "samples only the head.*--dropout P" "$QUALM" eval "$tmp/int8.qlm" --method mcdropout --limit 10
-expect 1 "needs its trained head" "$QUALM" eval "$tmp/m.qlm" --method edl --limit 10
+expect 1 "carries a softmax head, not edl" "$QUALM" eval "$tmp/m.qlm" --method edl --limit 10
 expect 1 "at most 8" "$QUALM" eval "$tmp/m.qlm" --method tta --passes 9 --limit 10
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -280,10 +280,27 @@ static void last_uses(const qlm_qgraph *qg, int32_t *last) {
     last[qg->nodes[n - 1].in[0]] = n;
 }
 
+/* Insert tensor i at offset off into live[] (sorted by offset), keeping the order. */
+static void live_insert(qlm_qgraph *qg, int32_t *live, int *n_live, int i, int64_t off) {
+    int pos = 0;
+    while (pos < *n_live && qg->nodes[live[pos]].arena_off < off) pos++;
+    qg->nodes[i].arena_off = off;
+    memmove(live + pos + 1, live + pos, (size_t)(*n_live - pos) * sizeof *live);
+    live[pos] = i;
+    (*n_live)++;
+}
+
 /*
- * First fit over the live tensors sorted by offset: tensor i takes the
- * lowest gap that holds it. Its inputs are still live (their last use is
- * i), so an output never overlaps an input.
+ * The tensors kept readable after a run (both inputs, the int8 and float
+ * outputs) are placed first, one after the other, and stay live for the
+ * whole plan: every other tensor avoids them. That matters because a
+ * tensor's samples lie side by side (offset x max_batch), and the runtime
+ * runs a batch as passes of the whole graph over a few samples each: a
+ * later pass writes its intermediate tensors while the outputs of the
+ * earlier passes must survive, so no tensor may share bytes with a kept one.
+ * The others: first fit over the live tensors sorted by offset, tensor i
+ * takes the lowest gap that holds it. Its inputs are still live (their last
+ * use is i), so an output never overlaps an input.
  */
 static qlm_status plan_memory(qlm_qgraph *qg, qlm_err *err) {
     const int n = qg->n_nodes;
@@ -293,23 +310,25 @@ static qlm_status plan_memory(qlm_qgraph *qg, qlm_err *err) {
     int n_live = 0;
     int64_t peak = 0;
     last_uses(qg, last);
+    for (int i = 0; i < n; i++) { /* kept tensors: last use "the end" */
+        if (last[i] != n) continue;
+        live_insert(qg, live, &n_live, i, peak);
+        peak += tensor_bytes(&qg->nodes[i]);
+    }
     for (int i = 0; i < n; i++) {
+        if (last[i] == n) continue; /* placed above */
         int k = 0;
         for (int j = 0; j < n_live; j++)
             if (last[live[j]] >= i) live[k++] = live[j];
         n_live = k;
         int64_t size = tensor_bytes(&qg->nodes[i]), off = 0;
-        int pos = 0;
-        for (; pos < n_live; pos++) {
+        for (int pos = 0; pos < n_live; pos++) {
             const qlm_qnode *o = &qg->nodes[live[pos]];
             if (o->arena_off - off >= size) break;
             int64_t end = o->arena_off + tensor_bytes(o);
             if (end > off) off = end;
         }
-        qg->nodes[i].arena_off = off;
-        memmove(live + pos + 1, live + pos, (size_t)(n_live - pos) * sizeof *live);
-        live[pos] = i;
-        n_live++;
+        live_insert(qg, live, &n_live, i, off);
         if (off + size > peak) peak = off + size;
     }
     free(last);
