@@ -26,7 +26,14 @@ for q in ["SELECT id, hash, model, method, mode, device, seed, profile, parent_h
 PY
 }
 STUDY=studies/tiny.json
-MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np 2)
+# Under the sanitizer build, LeakSanitizer reports what OpenMPI's own
+# components (libmpi, libopen-pal and the MCA plugins it dlopens and closes)
+# keep allocated at MPI_Finalize: not qualm's memory, and not suppressible by
+# module name once the plugins are unloaded. The ranks run without leak
+# checking (ASan's other checks stay on); qualm's own study path is
+# leak-checked by study_cli.sh and study_resume.sh.
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np 2
+        -x "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0")
 set +e
 "${MPIRUN[@]}" "$QUALM" study "$STUDY" --out "$T/mpi" --jobs 1 --quiet > "$T/mpi.out" 2> "$T/mpi.err"
 rc=$?
