@@ -12,17 +12,17 @@ typedef struct {
 } subcommand;
 
 static const subcommand subcommands[] = {
-    {"train", cmd_train, "train a zoo model on a dataset (fp32), with checkpoints and --resume"},
-    {"eval", cmd_eval, "evaluate a .qlm model on a dataset split (accuracy, NLL)"},
+    {"train", cmd_train, "train a zoo model (fp32, a UE method, or QAT / float-control fine-tuning), with --resume"},
+    {"eval", cmd_eval, "evaluate a model: accuracy, NLL; with --method/--ood/--shift every uncertainty metric"},
     {"info", cmd_info, "describe a .qlm file or a zoo model (layers, params, MACs)"},
     {"quantize", cmd_quantize, "quantize a float model: int8 (ptq), fp16 or dynamic"},
     {"predict", cmd_predict, "run a model over a dataset split and dump its raw input and output tensors"},
     {"metrics", cmd_metrics, "uncertainty metrics of predictions in a CSV file (ECE, AUROC, AURC, ...)"},
     {"report", cmd_report, "render a study's results database into one self-contained HTML report"},
     {"bench", cmd_bench, "latency benchmark in the MLPerf LoadGen scenarios (single/multistream, server, offline)"},
-    {"export", cmd_export, "export a model for a device toolchain (TFLite for the Edge TPU)"},
+    {"export", cmd_export, "export a model for a device toolchain (TFLite for the Edge TPU, ONNX for OpenVINO)"},
     {"check", cmd_check, "check a model against a device profile (edgetpu, myriadx, cpu), op by op"},
-    {"study", cmd_study, "run a study grid (train, quantize, evaluate, compare) into a results database"},
+    {"study", cmd_study, "run a study grid (train, quantize, evaluate, compare) into a results database and an HTML report"},
     {"results", cmd_results, "print the results of a study database (table, CSV, JSON)"},
 };
 
